@@ -1,0 +1,334 @@
+"""TrialConfig: the one typed object that fully describes a trial.
+
+Defaults reproduce study A's baseline (EBHI-Seg, 64x64 greyscale, U-Net with 64 base channels,
+Adam lr 1e-4, batch 32, BCE on sigmoid outputs). Search spaces, MLflow params and analysis columns
+all use the same dotted names (`model.dropout`), produced by `to_flat` and accepted by `from_dict`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+Task = Literal["binary", "multiclass"]
+SplitMode = Literal["case", "image"]
+Augment = Literal["none", "flip_rotate_scale", "crop_flip"]
+Normalize = Literal["fixed", "dataset"]
+SkipMode = Literal["concat", "none", "avgpool"]
+DropoutPlacement = Literal["decoder", "all"]
+Norm = Literal["none", "batch"]
+Activation = Literal["relu", "leaky_relu"]
+LossName = Literal[
+    "bce", "bce_logits", "smooth_l1", "dice", "ce", "wce", "dice_ce", "logdice_ce"
+]
+LrSchedule = Literal["none", "plateau"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Device = Literal["auto", "cpu", "cuda"]
+Monitor = Literal["val_loss", "train_loss"]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    root: str = ""  # "" = the embedded synthetic dataset
+    synthetic_images: int = 600  # size of the synthetic default (ignored when root is set)
+    task: Task = "binary"  # binary: labels binarised at 0.5; multiclass: integer labels kept
+    num_classes: int = 3  # pixel classes when task == multiclass (background included)
+    input_size: int = 64
+    channels: int = 1  # 1 = greyscale, 3 = RGB
+    normalize: Normalize = "fixed"  # fixed: x / 255; dataset: train-split per-channel mean/std
+    split: SplitMode = "case"  # case: images of one case never on both sides
+    val_fraction: float = 0.2
+    folds: int = 0  # 0 = one hold-out split; k >= 2 = k-fold, `fold` picks the validation fold
+    fold: int = 0
+    augment: Augment = "none"
+    crop_size: int = 0  # crop_flip: training crop size (0 = input_size // 2)
+    balance: bool = False  # study A: oversample minority classes with augmented copies
+    balance_target: int = 0  # per-class count after balancing (0 = the majority count)
+    min_foreground: float = 0.0  # study B uses 0.01: drop masks with less foreground
+    blank_tissue_filter: bool = False  # study B's blank-tissue check
+    cache_dir: str = ""  # "" = $TUNELAB_CACHE or ~/.cache/tunelab
+
+    def __post_init__(self) -> None:
+        _check_range(self, "val_fraction", 0.0, 1.0, low_open=True, high_open=True)
+        _check_range(self, "min_foreground", 0.0, 1.0, high_open=True)
+        _check_min(self, "input_size", 8)
+        _check_min(self, "synthetic_images", 12)
+        _check_min(self, "balance_target", 0)
+        _check_min(self, "crop_size", 0)
+        if self.channels not in (1, 3):
+            _fail("data.channels", self.channels, "1 (greyscale) or 3 (RGB)")
+        if self.task == "multiclass":
+            _check_min(self, "num_classes", 2)
+        if self.folds == 1 or self.folds < 0:
+            _fail("data.folds", self.folds, "0 (hold-out split) or k >= 2 (k-fold)")
+        if self.folds >= 2 and not 0 <= self.fold < self.folds:
+            _fail("data.fold", self.fold, f"0 .. {self.folds - 1} (data.folds = {self.folds})")
+        if self.crop_size > self.input_size:
+            _fail("data.crop_size", self.crop_size, f"<= data.input_size ({self.input_size})")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    depth: int = 5  # levels, including the bottleneck; study A: 5 (64 .. 1024 channels)
+    base_channels: int = 64  # channels of the first level, doubled at every level
+    skip_mode: SkipMode = "concat"
+    dropout: float = 0.0
+    dropout_placement: DropoutPlacement = "decoder"  # study A: decoder; study B: all
+    norm: Norm = "none"
+    activation: Activation = "relu"
+
+    def __post_init__(self) -> None:
+        _check_range(self, "dropout", 0.0, 1.0, high_open=True)
+        _check_min(self, "depth", 2)
+        _check_min(self, "base_channels", 1)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    loss: LossName = "bce"
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    batch_size: int = 32
+    max_epochs: int = 50
+    lr_schedule: LrSchedule = "none"  # plateau: ReduceLROnPlateau on the EMA of the train loss
+    plateau_factor: float = 0.2
+    plateau_patience: int = 5
+    plateau_ema: float = 0.9
+    min_lr: float = 1e-6
+    precision: Precision = "fp32"  # auto: bf16 autocast where the hardware has it
+    channels_last: bool = False
+    device: Device = "auto"
+
+    def __post_init__(self) -> None:
+        _check_range(self, "lr", 0.0, 10.0, low_open=True)
+        _check_min(self, "weight_decay", 0.0)
+        _check_min(self, "batch_size", 1)
+        _check_min(self, "max_epochs", 1)
+        _check_range(self, "plateau_factor", 0.0, 1.0, low_open=True, high_open=True)
+        _check_min(self, "plateau_patience", 0)
+        _check_range(self, "plateau_ema", 0.0, 1.0, high_open=True)
+        _check_min(self, "min_lr", 0.0)
+
+
+@dataclass(frozen=True)
+class StopConfig:
+    """The convergence rule of study A (`../shared/reference/early_stopping.md`)."""
+
+    enabled: bool = True
+    monitor: Monitor = "val_loss"
+    window: int = 10
+    patience: int = 5
+    min_epochs: int = 10
+    threshold: float = 0.01  # trend index above -threshold counts as "no longer falling"
+
+    def __post_init__(self) -> None:
+        _check_min(self, "window", 3)
+        _check_min(self, "patience", 0)
+        _check_min(self, "min_epochs", 0)
+        _check_min(self, "threshold", 0.0)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    thresholds: tuple[float, ...] = (0.5,)  # every one scored on the same predictions
+    otsu: bool = True  # also score each image at its own Otsu threshold
+
+    def __post_init__(self) -> None:
+        if not self.thresholds:
+            _fail("eval.thresholds", self.thresholds, "at least one threshold in (0, 1)")
+        for t in self.thresholds:
+            if not 0.0 < t < 1.0:
+                _fail("eval.thresholds", t, "thresholds strictly between 0 and 1")
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    seed: int = 0  # fixes the split, the initial weights and the batch order
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    stop: StopConfig = field(default_factory=StopConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        size, depth = self.data.input_size, self.model.depth
+        if size % 2**depth:
+            raise ValueError(
+                f"data.input_size = {size} is not divisible by 2**model.depth = {2**depth}: "
+                f"use a multiple of {2**depth} or a smaller model.depth"
+            )
+        crop = self.data.crop_size
+        if self.data.augment == "crop_flip" and crop and crop % 2**depth:
+            raise ValueError(
+                f"data.crop_size = {crop} is not divisible by 2**model.depth = {2**depth}"
+            )
+        binary_only = ("bce", "bce_logits", "smooth_l1")
+        if self.data.task == "multiclass" and self.train.loss in binary_only:
+            raise ValueError(
+                f"train.loss = {self.train.loss!r} is binary-only but data.task = 'multiclass': "
+                "use one of 'ce', 'wce', 'dice', 'dice_ce', 'logdice_ce'"
+            )
+
+    @property
+    def out_channels(self) -> int:
+        return 1 if self.data.task == "binary" else self.data.num_classes
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrialConfig:
+        """Build from a flat (`{"model.dropout": 0.2}`) or nested dict, or a mix of both.
+
+        Every problem is collected first and reported together, one line each, so a user fixes a
+        search space in one go. Unknown keys get the closest valid key as a suggestion.
+        """
+        flat = flatten(values)
+        problems: list[str] = []
+        sections: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
+        top: dict[str, Any] = {}
+        for key, value in flat.items():
+            section, _, name = key.rpartition(".")
+            hints = _SECTIONS.get(section) if section else _TOP_FIELDS
+            if hints is None or name not in hints:
+                problems.append(_unknown_key(key))
+                continue
+            try:
+                coerced = _coerce(key, value, hints[name])
+            except ValueError as error:
+                problems.append(str(error))
+                continue
+            (sections[section] if section else top)[name] = coerced
+        parts: dict[str, Any] = dict(top)
+        for section, kwargs in sections.items():
+            try:
+                parts[section] = _SECTION_TYPES[section](**kwargs)
+            except ValueError as error:
+                problems.append(str(error))
+        if problems:
+            raise ValueError("invalid trial config:\n  " + "\n  ".join(problems))
+        try:
+            return cls(**parts)
+        except ValueError as error:
+            raise ValueError(f"invalid trial config:\n  {error}") from None
+
+    def to_flat(self) -> dict[str, Any]:
+        """Dotted names to plain values: the form of Ray param spaces and MLflow params."""
+        return flatten(dataclasses.asdict(self))
+
+    def replace(self, **flat_overrides: Any) -> TrialConfig:
+        """A copy with some dotted keys changed, validated like `from_dict`."""
+        return TrialConfig.from_dict({**self.to_flat(), **flat_overrides})
+
+
+def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`{"model": {"depth": 4}}` -> `{"model.depth": 4}`; already-dotted keys pass through."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _fail(key: str, value: Any, allowed: str) -> None:
+    raise ValueError(f"{key} = {value!r} is invalid: expected {allowed}")
+
+
+def _section_of(obj: object) -> str:
+    return _SECTION_NAMES[type(obj)]
+
+
+def _check_min(obj: object, name: str, low: float) -> None:
+    value = getattr(obj, name)
+    if value < low:
+        _fail(f"{_section_of(obj)}.{name}", value, f">= {low}")
+
+
+def _check_range(
+    obj: object,
+    name: str,
+    low: float,
+    high: float,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    value = getattr(obj, name)
+    too_low = value <= low if low_open else value < low
+    too_high = value >= high if high_open else value > high
+    if too_low or too_high:
+        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        _fail(f"{_section_of(obj)}.{name}", value, f"a value in {interval}")
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    """Check a value against a field's type hint; ints are accepted where floats are expected."""
+    origin = get_origin(hint)
+    if origin is Literal:
+        choices = get_args(hint)
+        if value not in choices:
+            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+            hint_text = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(
+                f"{key} = {value!r} is invalid{hint_text}: choose one of "
+                + ", ".join(repr(c) for c in choices)
+            )
+        return value
+    if origin is tuple:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = (value,)
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{key} = {value!r} is invalid: expected a list of numbers")
+        item_type = get_args(hint)[0]
+        return tuple(_coerce(key, item, item_type) for item in value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{key} = {value!r} is invalid: expected True or False")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ValueError(f"{key} = {value!r} is invalid: expected an integer")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{key} = {value!r} is invalid: expected a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{key} = {value!r} is invalid: expected a string")
+        return value
+    raise TypeError(f"unsupported config field type {hint!r} for {key}")  # a bug, not user input
+
+
+def _unknown_key(key: str) -> str:
+    name = key.rpartition(".")[2]  # a right field name under the wrong section: "train.dropout"
+    close = [k for k in VALID_KEYS if k.rpartition(".")[2] == name][:1]
+    close = close or difflib.get_close_matches(key, VALID_KEYS, n=1, cutoff=0.5)
+    suggestion = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown key {key!r}{suggestion} (valid keys: TrialConfig().to_flat())"
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    module_globals = vars(typing) | vars(types) | globals()
+    hints = get_type_hints(cls, globalns=module_globals)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+_SECTION_TYPES: dict[str, type] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "stop": StopConfig,
+    "eval": EvalConfig,
+}
+_SECTION_NAMES = {cls: name for name, cls in _SECTION_TYPES.items()}
+_SECTIONS = {name: _hints(cls) for name, cls in _SECTION_TYPES.items()}
+_TOP_FIELDS = {k: v for k, v in _hints(TrialConfig).items() if k not in _SECTION_TYPES}
+VALID_KEYS: list[str] = list(_TOP_FIELDS) + [
+    f"{section}.{name}" for section, hints in _SECTIONS.items() for name in hints
+]
