@@ -22,9 +22,7 @@ SkipMode = Literal["concat", "none", "avgpool"]
 DropoutPlacement = Literal["decoder", "all"]
 Norm = Literal["none", "batch"]
 Activation = Literal["relu", "leaky_relu"]
-LossName = Literal[
-    "bce", "bce_logits", "smooth_l1", "dice", "ce", "wce", "dice_ce", "logdice_ce"
-]
+LossName = Literal["bce", "bce_logits", "smooth_l1", "dice", "ce", "wce", "dice_ce", "logdice_ce"]
 LrSchedule = Literal["none", "plateau"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Device = Literal["auto", "cpu", "cuda"]

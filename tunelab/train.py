@@ -1,0 +1,307 @@
+"""The one training loop: `fit(cfg)` yields an `EpochResult` per epoch, with no Ray or MLflow.
+
+The trainable, the benchmarks and the CLI (`python -m tunelab.train`) all drive this loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import contextlib
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from tunelab import metrics
+from tunelab.config import TrialConfig
+from tunelab.data import PreparedData, prepare
+from tunelab.early_stop import ConvergenceRule
+from tunelab.losses import class_weights_from_frequencies, get_loss
+from tunelab.model import UNet
+
+Status = Literal["running", "completed", "converged", "diverged"]
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    epoch: int  # 1-based
+    train_loss: float
+    val_loss: float
+    metrics: dict[str, float]  # validation metrics, names from `metrics.score`
+    lr: float
+    epoch_seconds: float
+    data_seconds: float  # time spent waiting for training batches
+    trend: float | None  # the convergence trend index; None before the window fills
+    status: Status
+
+    def to_flat(self) -> dict[str, float | int | str]:
+        """One flat dict of everything, the form Ray reports and MLflow logs."""
+        flat: dict[str, float | int | str] = {
+            "epoch": self.epoch,
+            "train_loss": self.train_loss,
+            "val_loss": self.val_loss,
+            "lr": self.lr,
+            "epoch_seconds": self.epoch_seconds,
+            "data_seconds": self.data_seconds,
+            "status": self.status,
+        }
+        if self.trend is not None:
+            flat["trend"] = self.trend
+        flat.update({f"val_{name}": value for name, value in self.metrics.items()})
+        return flat
+
+
+def resolve_device(cfg: TrialConfig) -> torch.device:
+    if cfg.train.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if cfg.train.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device = 'cuda' but no CUDA device is visible to this process")
+    return torch.device(cfg.train.device)
+
+
+def resolve_dtype(cfg: TrialConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for plain fp32."""
+    precision = cfg.train.precision
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        # bf16 autocast only pays off on CPUs with native bf16 (AVX512-BF16 / AMX)
+        capability = torch.backends.cpu.get_cpu_capability()
+        return torch.bfloat16 if capability.startswith("AVX512") else None
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("train.precision = 'fp16' needs a CUDA device; use 'bf16' on CPU")
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+class Trainer:
+    """Holds the model and optimiser of one trial; `epochs()` runs the loop.
+
+    A class rather than a bare generator so a caller (the Ray trainable) can checkpoint and
+    restore the state between epochs.
+    """
+
+    def __init__(self, cfg: TrialConfig, data: PreparedData | None = None) -> None:
+        self.cfg = cfg
+        self.data = data if data is not None else prepare(cfg)
+        self.device = resolve_device(cfg)
+        self.autocast_dtype = resolve_dtype(cfg, self.device)
+        self.memory_format = (
+            torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+        )
+        torch.manual_seed(cfg.seed)  # same seed, same initial weights: arms are paired by seed
+        self.model = UNet(cfg.model, cfg.data.channels, cfg.out_channels)
+        self.model.to(self.device, memory_format=self.memory_format)
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay
+        )
+        self.scheduler = (
+            torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.optimizer,
+                factor=cfg.train.plateau_factor,
+                patience=cfg.train.plateau_patience,
+                min_lr=cfg.train.min_lr,
+            )
+            if cfg.train.lr_schedule == "plateau"
+            else None
+        )
+        # fp16 needs loss scaling to keep small gradients; bf16 and fp32 do not
+        self.scaler = torch.amp.GradScaler(enabled=self.autocast_dtype == torch.float16)
+        self.loss_fn = get_loss(cfg.train.loss)
+        self.class_weights = (
+            class_weights_from_frequencies(self.data.pixel_class_frequencies).to(self.device)
+            if cfg.train.loss == "wce"
+            else None
+        )
+        self.rule = ConvergenceRule.from_config(cfg.stop) if cfg.stop.enabled else None
+        self.epoch = 0
+        self.loss_ema: float | None = None
+        self.val_images = self.data.val_images.to(self.device, memory_format=self.memory_format)
+        self.val_masks = self.data.val_masks.to(self.device)
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def _loss(self, x: Tensor, y: Tensor) -> Tensor:
+        with self._autocast():
+            logits = self.model(x)
+        return self.loss_fn(logits.float(), y, self.class_weights)
+
+    def _train_epoch(self) -> tuple[float, float]:
+        """One pass over the training batches; returns (mean loss, seconds waiting for data)."""
+        self.model.train()
+        total = torch.zeros((), device=self.device)
+        seen = 0
+        data_seconds = 0.0
+        batches = iter(self.data.train.epoch(self.epoch))
+        while True:
+            start = time.perf_counter()
+            batch = next(batches, None)
+            data_seconds += time.perf_counter() - start
+            if batch is None:
+                break
+            x = batch[0].to(self.device, non_blocking=True, memory_format=self.memory_format)
+            y = batch[1].to(self.device, non_blocking=True)
+            loss = self._loss(x, y)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            # accumulate on the device: one host sync per epoch instead of one per batch
+            total += loss.detach() * len(x)
+            seen += len(x)
+        return total.item() / max(seen, 1), data_seconds
+
+    @torch.no_grad()
+    def predict_logits(self, images: Tensor) -> Tensor:
+        """Logits (N, K, H, W) in float32 for images already on the device."""
+        self.model.eval()
+        chunks = []
+        for start in range(0, len(images), 2 * self.cfg.train.batch_size):
+            with self._autocast():
+                chunks.append(self.model(images[start : start + 2 * self.cfg.train.batch_size]))
+        return torch.cat(chunks).float()
+
+    def _validate(self) -> tuple[float, dict[str, float]]:
+        logits = self.predict_logits(self.val_images)
+        val_loss = self.loss_fn(logits, self.val_masks, self.class_weights).item()
+        scores = metrics.score(
+            logits,
+            self.val_masks,
+            self.data.val_classes.to(self.device),
+            self.data.class_names,
+            self.cfg.eval.thresholds,
+            self.cfg.eval.otsu,
+        )
+        return val_loss, scores
+
+    def _step_schedule(self, train_loss: float) -> None:
+        alpha = self.cfg.train.plateau_ema
+        self.loss_ema = (
+            train_loss
+            if self.loss_ema is None
+            else alpha * self.loss_ema + (1 - alpha) * train_loss
+        )
+        if self.scheduler is not None:
+            self.scheduler.step(self.loss_ema)
+
+    def epochs(self) -> Iterator[EpochResult]:
+        """Train until max epochs, convergence or divergence, one result per epoch."""
+        while self.epoch < self.cfg.train.max_epochs:
+            self.epoch += 1
+            start = time.perf_counter()
+            lr = self.optimizer.param_groups[0]["lr"]
+            train_loss, data_seconds = self._train_epoch()
+            if not math.isfinite(train_loss):
+                yield self._diverged(train_loss, lr, start, data_seconds)
+                return
+            val_loss, scores = self._validate()
+            if not math.isfinite(val_loss):
+                yield self._diverged(train_loss, lr, start, data_seconds, val_loss)
+                return
+            self._step_schedule(train_loss)
+            trend = None
+            if self.rule is not None:
+                monitored = val_loss if self.cfg.stop.monitor == "val_loss" else train_loss
+                trend = self.rule.update(monitored)
+            status: Status = "running"
+            if self.rule is not None and self.rule.converged:
+                status = "converged"
+            elif self.epoch == self.cfg.train.max_epochs:
+                status = "completed"
+            yield EpochResult(
+                epoch=self.epoch,
+                train_loss=train_loss,
+                val_loss=val_loss,
+                metrics=scores,
+                lr=lr,
+                epoch_seconds=time.perf_counter() - start,
+                data_seconds=data_seconds,
+                trend=trend,
+                status=status,
+            )
+            if status == "converged":
+                return
+
+    def _diverged(
+        self,
+        train_loss: float,
+        lr: float,
+        start: float,
+        data_seconds: float,
+        val_loss: float = math.nan,
+    ) -> EpochResult:
+        return EpochResult(
+            epoch=self.epoch,
+            train_loss=train_loss,
+            val_loss=val_loss,
+            metrics={},
+            lr=lr,
+            epoch_seconds=time.perf_counter() - start,
+            data_seconds=data_seconds,
+            trend=None,
+            status="diverged",
+        )
+
+
+def fit(cfg: TrialConfig, data: PreparedData | None = None) -> Iterator[EpochResult]:
+    """Train one trial; yields one `EpochResult` per epoch (the last one carries the status)."""
+    return Trainer(cfg, data).epochs()
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """`["model.dropout=0.2", "train.loss=dice"]` -> dotted-key dict with Python literals."""
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep:
+            raise ValueError(f"--set {pair!r}: expected KEY=VALUE, e.g. model.dropout=0.2")
+        try:
+            overrides[key.strip()] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            overrides[key.strip()] = text  # a bare word such as dice is a string
+    return overrides
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tunelab.train",
+        description="Train one trial and print a line per epoch.",
+    )
+    parser.add_argument("--data", default="", help="dataset folder (default: synthetic)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any TrialConfig key, e.g. --set model.base_channels=16",
+    )
+    args = parser.parse_args(argv)
+    try:
+        overrides = parse_overrides(args.set)
+        cfg = TrialConfig.from_dict({"seed": args.seed, "data.root": args.data, **overrides})
+        data = prepare(cfg)
+    except ValueError as error:
+        parser.exit(2, f"error: {error}\n")
+    print(data.report.to_text())
+    for result in fit(cfg, data):
+        trend = "-" if result.trend is None else f"{result.trend:+.4f}"
+        print(
+            f"epoch {result.epoch:3d}  train_loss {result.train_loss:.4f}  "
+            f"val_loss {result.val_loss:.4f}  iou {result.metrics.get('iou', math.nan):.4f}  "
+            f"dice {result.metrics.get('dice', math.nan):.4f}  trend {trend}  "
+            f"{result.epoch_seconds:.1f}s  {result.status}",
+            flush=True,
+        )
+    return 0 if result.status != "diverged" else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
