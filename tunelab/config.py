@@ -7,6 +7,7 @@ all use the same dotted names (`model.dropout`), produced by `to_flat` and accep
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
 import types
@@ -230,6 +231,20 @@ def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """`["model.dropout=0.2", "train.loss=dice"]` -> dotted-key dict with Python literals."""
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep:
+            raise ValueError(f"--set {pair!r}: expected KEY=VALUE, e.g. model.dropout=0.2")
+        try:
+            overrides[key.strip()] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            overrides[key.strip()] = text  # a bare word such as dice is a string
+    return overrides
 
 
 def _fail(key: str, value: Any, allowed: str) -> None:

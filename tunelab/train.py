@@ -6,7 +6,6 @@ The trainable, the benchmarks and the CLI (`python -m tunelab.train`) all drive 
 from __future__ import annotations
 
 import argparse
-import ast
 import contextlib
 import math
 import time
@@ -18,7 +17,7 @@ import torch
 from torch import Tensor
 
 from tunelab import metrics
-from tunelab.config import TrialConfig
+from tunelab.config import TrialConfig, parse_overrides
 from tunelab.data import PreparedData, prepare
 from tunelab.early_stop import ConvergenceRule
 from tunelab.losses import class_weights_from_frequencies, get_loss
@@ -37,6 +36,7 @@ class EpochResult:
     epoch_seconds: float
     data_seconds: float  # time spent waiting for training batches
     trend: float | None  # the convergence trend index; None before the window fills
+    streak: int  # consecutive epochs the trend has not been falling (the rule's state)
     status: Status
 
     def to_flat(self) -> dict[str, float | int | str]:
@@ -48,6 +48,7 @@ class EpochResult:
             "lr": self.lr,
             "epoch_seconds": self.epoch_seconds,
             "data_seconds": self.data_seconds,
+            "streak": self.streak,
             "status": self.status,
         }
         if self.trend is not None:
@@ -85,8 +86,14 @@ class Trainer:
     restore the state between epochs.
     """
 
-    def __init__(self, cfg: TrialConfig, data: PreparedData | None = None) -> None:
+    def __init__(
+        self,
+        cfg: TrialConfig,
+        data: PreparedData | None = None,
+        stop_on_convergence: bool = True,
+    ) -> None:
         self.cfg = cfg
+        self.stop_on_convergence = stop_on_convergence
         self.data = data if data is not None else prepare(cfg)
         self.device = resolve_device(cfg)
         self.autocast_dtype = resolve_dtype(cfg, self.device)
@@ -117,7 +124,7 @@ class Trainer:
             if cfg.train.loss == "wce"
             else None
         )
-        self.rule = ConvergenceRule.from_config(cfg.stop) if cfg.stop.enabled else None
+        self.rule = ConvergenceRule.from_config(cfg.stop)  # disabled: trend only, never stops
         self.epoch = 0
         self.loss_ema: float | None = None
         self.val_images = self.data.val_images.to(self.device, memory_format=self.memory_format)
@@ -157,6 +164,30 @@ class Trainer:
             total += loss.detach() * len(x)
             seen += len(x)
         return total.item() / max(seen, 1), data_seconds
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue this trial exactly: weights, optimiser, schedule, rule."""
+        return {
+            "epoch": self.epoch,
+            "loss_ema": self.loss_ema,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.scaler.state_dict(),
+            "rule": self.rule.state_dict(),
+            "rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.epoch = state["epoch"]
+        self.loss_ema = state["loss_ema"]
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.rule.load_state_dict(state["rule"])
+        torch.set_rng_state(state["rng"])
 
     @torch.no_grad()
     def predict_logits(self, images: Tensor) -> Tensor:
@@ -206,12 +237,10 @@ class Trainer:
                 yield self._diverged(train_loss, lr, start, data_seconds, val_loss)
                 return
             self._step_schedule(train_loss)
-            trend = None
-            if self.rule is not None:
-                monitored = val_loss if self.cfg.stop.monitor == "val_loss" else train_loss
-                trend = self.rule.update(monitored)
+            monitored = val_loss if self.cfg.stop.monitor == "val_loss" else train_loss
+            trend = self.rule.update(monitored)
             status: Status = "running"
-            if self.rule is not None and self.rule.converged:
+            if self.rule.converged:
                 status = "converged"
             elif self.epoch == self.cfg.train.max_epochs:
                 status = "completed"
@@ -224,9 +253,10 @@ class Trainer:
                 epoch_seconds=time.perf_counter() - start,
                 data_seconds=data_seconds,
                 trend=trend,
+                streak=self.rule.streak,
                 status=status,
             )
-            if status == "converged":
+            if status == "converged" and self.stop_on_convergence:
                 return
 
     def _diverged(
@@ -246,6 +276,7 @@ class Trainer:
             epoch_seconds=time.perf_counter() - start,
             data_seconds=data_seconds,
             trend=None,
+            streak=self.rule.streak,
             status="diverged",
         )
 
@@ -253,20 +284,6 @@ class Trainer:
 def fit(cfg: TrialConfig, data: PreparedData | None = None) -> Iterator[EpochResult]:
     """Train one trial; yields one `EpochResult` per epoch (the last one carries the status)."""
     return Trainer(cfg, data).epochs()
-
-
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """`["model.dropout=0.2", "train.loss=dice"]` -> dotted-key dict with Python literals."""
-    overrides: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep:
-            raise ValueError(f"--set {pair!r}: expected KEY=VALUE, e.g. model.dropout=0.2")
-        try:
-            overrides[key.strip()] = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            overrides[key.strip()] = text  # a bare word such as dice is a string
-    return overrides
 
 
 def main(argv: list[str] | None = None) -> int:

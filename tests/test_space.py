@@ -1,0 +1,167 @@
+"""Search-space files: loading, validation before Ray starts, and the shipped spaces."""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tunelab.space import SpaceError, load_study
+
+SPACES = sorted((Path(__file__).parents[1] / "search_spaces").glob("*.py"))
+
+
+def write(tmp_path: Path, text: str, name: str = "space.py") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("path", SPACES, ids=lambda p: p.stem)
+def test_shipped_spaces_are_valid(path):
+    study = load_study(path)
+    assert study.name == path.stem
+    assert study.seeds
+
+
+def test_all_study_axes_are_shipped():
+    names = {p.stem for p in SPACES}
+    assert {"losses", "dropout", "skip_mode", "depth", "input_size", "threshold"} <= names
+    assert {"ebhi_table1", "crc_losses"} <= names
+
+
+def test_ebhi_table1_is_study_a():
+    study = load_study(Path("search_spaces/ebhi_table1.py"))
+    assert study.kind == "ablation" and study.scheduler == "none"
+    assert list(study.arms) == ["baseline", "bce_logits", "augmentation", "dropout"]
+    assert study.seeds == (0, 1, 2) and study.baseline == "baseline"
+    dropout = study.trial_config({"arm": "dropout", "seed": 1})
+    assert dropout.data.balance and dropout.model.dropout > 0 and dropout.seed == 1
+    assert study.trial_config({"arm": "bce_logits", "seed": 0}).train.loss == "bce_logits"
+
+
+def test_search_defaults_to_asha_and_ablation_to_none(tmp_path):
+    search = load_study(
+        write(
+            tmp_path,
+            "from ray import tune\nSPACE = {'model.dropout': tune.grid_search([0.0, 0.1])}\n",
+        )
+    )
+    ablation = load_study(
+        write(tmp_path, "ARMS = {'a': {}, 'b': {'model.dropout': 0.1}}\n", "abl.py")
+    )
+    assert (search.kind, search.scheduler) == ("search", "asha")
+    assert (ablation.kind, ablation.scheduler, ablation.baseline) == ("ablation", "none", "a")
+
+
+def test_param_space_grids_over_seeds(tmp_path):
+    study = load_study(write(tmp_path, "ARMS = {'a': {}, 'b': {}}\nSEEDS = [3, 4]\n"))
+    space = study.param_space()
+    assert space["arm"] == {"grid_search": ["a", "b"]}
+    assert space["seed"] == {"grid_search": [3, 4]}
+
+
+def test_arm_labels(tmp_path):
+    search = load_study(
+        write(
+            tmp_path,
+            "from ray import tune\nSPACE = {'train.loss': tune.grid_search(['bce', 'dice'])}\n",
+        )
+    )
+    assert search.arm_label({"train.loss": "dice", "seed": 0}) == "loss=dice"
+    ablation = load_study(write(tmp_path, "ARMS = {'base': {}}\n", "abl.py"))
+    assert ablation.arm_label({"arm": "base", "seed": 0}) == "base"
+
+
+def test_thresholds_setting_feeds_eval(tmp_path):
+    study = load_study(write(tmp_path, "ARMS = {'a': {}}\nTHRESHOLDS = [0.5, 0.3]\n"))
+    assert study.trial_config({"arm": "a", "seed": 0}).eval.thresholds == (0.5, 0.3)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "SPACE = {'model.dropot': 0.1}\n",
+            r"SPACE: unknown key 'model.dropot'; did you mean 'model.dropout'",
+        ),
+        (
+            "from ray import tune\nSPACE = {'train.loss': tune.grid_search(['bce', 'focal'])}\n",
+            r"SPACE: train.loss = 'focal' is invalid.*'bce', 'bce_logits'",
+        ),
+        (
+            "from ray import tune\nSPACE = {'model.depth': tune.grid_search([4, 6])}\nBASE = {'data.input_size': 32}\n",
+            r"2\*\*model.depth = 64",
+        ),
+        (
+            "from ray import tune\nSPACE = {'model.dropout': tune.grid_search([])}\n",
+            r"grid_search\(\[\]\) is empty",
+        ),
+        (
+            "from ray import tune\nSPACE = {'model.dropout': tune.uniform(0.0, 1.5)}\n",
+            r"model.dropout = 1.5",
+        ),
+        (
+            "SPACE = {'model.depth': 'four'}\n",
+            r"model.depth = 'four' is invalid: expected an integer",
+        ),
+        ("ARMS = {'a': {'train.lr': -1}}\n", r"ARMS\['a'\]: train.lr = -1.0"),
+        ("ARMS = {}\n", r"ARMS is empty"),
+        ("ARMS = {'a': {}}\nBASELINE = 'b'\n", r"BASELINE = 'b' is not an arm; arms: a"),
+        ("SPACE = {}\nARMS = {'a': {}}\n", r"exactly one of SPACE .* or ARMS"),
+        ("NAME = 'x'\n", r"exactly one of SPACE .* or ARMS"),
+        ("SPACE = {'seed': 1}\n", r"'seed' is set by SEEDS"),
+        ("SPACE = {}\nSEED = [1]\n", r"unknown setting SEED; did you mean SEEDS\?"),
+        ("SPACE = {}\nSEEDS = []\n", r"SEEDS = \[\]: expected a non-empty list of integers"),
+        (
+            "SPACE = {}\nSCHEDULER = 'hyperband'\n",
+            r"SCHEDULER = 'hyperband': choose 'asha' or 'none'",
+        ),
+        ("SPACE = {'model.depth': 3,\n", r"space.py:1: syntax error"),
+        (
+            "import os\nSPACE = {'data.root': os.environ['NOPE_NOT_SET']}\n",
+            r"space.py:2: the file raised KeyError",
+        ),
+    ],
+)
+def test_bad_spaces_fail_with_file_key_and_choices(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(SpaceError, match=message) as info:
+        load_study(path)
+    assert str(path) in str(info.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(SpaceError, match="no such search-space file"):
+        load_study(tmp_path / "nope.py")
+
+
+def test_cli_rejects_bad_space_fast_without_starting_ray(tmp_path):
+    path = write(
+        tmp_path,
+        "from ray import tune\nSPACE = {'train.loss': tune.grid_search(['bce', 'focal'])}\n",
+    )
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "tunelab.sweep", str(path), "--storage", str(tmp_path / "runs")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    elapsed = time.perf_counter() - start
+    assert proc.returncode == 2
+    assert "train.loss = 'focal'" in proc.stderr and str(path) in proc.stderr
+    assert not (tmp_path / "runs").exists()  # nothing started, nothing written
+    assert elapsed < 20  # generous for a loaded CI box; the measured time is in BENCHMARKS.md
+
+
+def test_cli_override_is_validated(tmp_path):
+    path = write(tmp_path, "ARMS = {'a': {}}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "tunelab.sweep", str(path), "--set", "model.depth=9"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and "2**model.depth" in proc.stderr

@@ -1,0 +1,72 @@
+"""A finished trial's last report -> rows of the sweep's results table (one per threshold).
+
+Pure functions of plain dicts, so the sweep, the tests and analysis share one layout:
+identity columns (sweep, arm, seed, trial_id, status, epochs, time_s), the trial's flat config
+(dotted names, as in the space and in MLflow), `threshold` ("0.5", "otsu", or "argmax" for
+multi-class), `primary` (the trial's first threshold, the one tables report), the metrics at that threshold and the same metrics per tumour class (`iou/Normal`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from tunelab.config import TrialConfig
+
+METRICS = ("iou", "dice", "pixel_error", "accuracy")
+FINAL_STATUSES = ("completed", "converged", "pruned", "diverged", "failed")
+# statuses whose numbers describe a trained model; the rest are shown, never averaged in
+SCORED_STATUSES = ("completed", "converged")
+
+
+def final_status(last: dict[str, Any], errored: bool) -> str:
+    """The one status a trial ends with, from its last report and whether Ray saw it raise."""
+    if errored:
+        return "failed"
+    reported = last.get("status")
+    if reported in ("completed", "converged", "diverged"):
+        return str(reported)
+    return "pruned"  # stopped by the scheduler while still improving
+
+
+def threshold_suffixes(cfg: TrialConfig) -> dict[str, str]:
+    """Threshold label -> metric-name suffix, in the naming of `metrics.score`."""
+    if cfg.data.task == "multiclass":
+        return {"argmax": ""}
+    suffixes = {f"{t:g}": f"_t{t:g}" for t in cfg.eval.thresholds}
+    if cfg.eval.otsu:
+        suffixes["otsu"] = "_otsu"
+    return suffixes
+
+
+def trial_rows(
+    cfg: TrialConfig,
+    identity: dict[str, Any],
+    last: dict[str, Any],
+    class_names: list[str],
+) -> list[dict[str, Any]]:
+    """One row per evaluation threshold of a trial; metrics are NaN where none were reported."""
+    config = {
+        key: ",".join(f"{v:g}" for v in value) if isinstance(value, tuple) else value
+        for key, value in cfg.to_flat().items()
+    }
+    rows = []
+    for index, (label, suffix) in enumerate(threshold_suffixes(cfg).items()):
+        row: dict[str, Any] = {**identity, **config, "threshold": label, "primary": index == 0}
+        row["foreground_iou_all"] = _number(last.get("val_foreground_iou_all"))
+        for metric in METRICS:
+            row[metric] = _number(last.get(f"val_{metric}{suffix}"))
+            for name in class_names:
+                row[f"{metric}/{name}"] = _number(last.get(f"val_{metric}{suffix}/{name}"))
+        rows.append(row)
+    return rows
+
+
+def class_names_in(last: dict[str, Any]) -> list[str]:
+    """The tumour classes a report has per-class metrics for (`val_iou/Normal` -> Normal)."""
+    prefix = "val_iou/"
+    return sorted(key.removeprefix(prefix) for key in last if key.startswith(prefix))
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) else math.nan

@@ -1,0 +1,265 @@
+"""Search-space files: load a plain Python module into a validated `Study`.
+
+A space file sets module-level names (all optional but one of SPACE / ARMS):
+
+    NAME        sweep name (default: the file's stem)
+    BASE        dotted-key overrides of TrialConfig applied to every trial
+    SPACE       a search: dotted keys -> values or Ray Tune domains (grid_search, choice, ...)
+    ARMS        an ablation: arm name -> dotted-key overrides of BASE (plain dicts; compose them
+                with `{**ARMS_A, ...}` to build an arm on another arm)
+    BASELINE    the reference arm of an ablation (default: the first arm)
+    SEEDS       seeds every arm / configuration runs with (default [0, 1, 2])
+    NUM_SAMPLES samples drawn from SPACE's random domains (default 1)
+    THRESHOLDS  evaluation thresholds, all scored on the same predictions (eval.thresholds)
+    SCHEDULER   "asha" or "none" (default: asha for a search, none for an ablation)
+    ASHA        ASHA settings: grace_period, reduction_factor
+    METRIC, MODE  what ASHA and the best-arm summary optimise (default "val_iou", "max")
+    RESOURCES   per trial, e.g. {"cpu": 1, "gpu": 0.25}
+
+Everything is validated through TrialConfig before Ray starts: each key, each value a domain can
+produce, and every combination of the discrete values, so a bad file fails in seconds.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import itertools
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from tunelab.config import VALID_KEYS, TrialConfig
+
+SETTINGS = (
+    "NAME",
+    "BASE",
+    "SPACE",
+    "ARMS",
+    "BASELINE",
+    "SEEDS",
+    "NUM_SAMPLES",
+    "THRESHOLDS",
+    "SCHEDULER",
+    "ASHA",
+    "METRIC",
+    "MODE",
+    "RESOURCES",
+)
+ASHA_DEFAULTS = {"grace_period": 3, "reduction_factor": 2}
+MAX_CHECKED_COMBINATIONS = 5000
+
+
+class SpaceError(ValueError):
+    """A search-space file that cannot run; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class Study:
+    path: Path
+    name: str
+    kind: Literal["search", "ablation"]
+    base: dict[str, Any]
+    space: dict[str, Any] = field(default_factory=dict)
+    arms: dict[str, dict[str, Any]] = field(default_factory=dict)
+    baseline: str | None = None
+    seeds: tuple[int, ...] = (0, 1, 2)
+    num_samples: int = 1
+    scheduler: Literal["asha", "none"] = "asha"
+    asha: dict[str, int] = field(default_factory=lambda: dict(ASHA_DEFAULTS))
+    metric: str = "val_iou"
+    mode: Literal["max", "min"] = "max"
+    resources: dict[str, float] = field(default_factory=lambda: {"cpu": 1.0, "gpu": 0.0})
+
+    def param_space(self) -> dict[str, Any]:
+        """Ray's param_space: the arm or the SPACE domains, times a grid over seeds."""
+        from ray import tune
+
+        if self.kind == "ablation":
+            return {
+                "arm": tune.grid_search(list(self.arms)),
+                "seed": tune.grid_search(list(self.seeds)),
+            }
+        return {**self.space, "seed": tune.grid_search(list(self.seeds))}
+
+    def trial_config(self, params: dict[str, Any]) -> TrialConfig:
+        """The TrialConfig of one trial from the params Ray sampled for it."""
+        overrides = dict(params)
+        arm = overrides.pop("arm", None)
+        if arm is not None:
+            overrides = {**self.arms[arm], **overrides}
+        return TrialConfig.from_dict({**self.base, **overrides})
+
+    def arm_label(self, params: dict[str, Any]) -> str:
+        """What tables and MLflow call a trial's arm: the arm name, or the sampled values."""
+        if "arm" in params:
+            return str(params["arm"])
+        values = [f"{key.rpartition('.')[2]}={params[key]}" for key in self.space if key in params]
+        return ",".join(values) or "base"
+
+    def with_base(self, overrides: dict[str, Any]) -> Study:
+        """The same study with extra base overrides (from the CLI), validated again."""
+        study = Study(**{**self.__dict__, "base": {**self.base, **overrides}})
+        validate(study)
+        return study
+
+
+def load_study(path: str | Path) -> Study:
+    """Import a space file and validate it; raises SpaceError naming the file and the key."""
+    path = Path(path)
+    module = _import(path)
+    names = {n: v for n, v in vars(module).items() if n.isupper() and not n.startswith("_")}
+    unknown = [n for n in names if n not in SETTINGS]
+    if unknown:
+        lines = []
+        for n in unknown:
+            close = difflib.get_close_matches(n, SETTINGS, n=1)
+            lines.append(f"unknown setting {n}" + (f"; did you mean {close[0]}?" if close else ""))
+        _raise(path, lines + [f"valid settings: {', '.join(SETTINGS)}"])
+    study = _study_from(path, names)
+    validate(study)
+    return study
+
+
+def _import(path: Path) -> Any:
+    if not path.is_file():
+        raise SpaceError(f"{path}: no such search-space file")
+    spec = importlib.util.spec_from_file_location(f"tunelab_space_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise SpaceError(f"{path}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as error:
+        raise SpaceError(f"{path}:{error.lineno}: syntax error: {error.msg}") from None
+    except Exception as error:  # the user's module raised while importing
+        frames = traceback.extract_tb(error.__traceback__)
+        line = next((f.lineno for f in reversed(frames) if Path(f.filename) == path), "?")
+        raise SpaceError(f"{path}:{line}: the file raised {type(error).__name__}: {error}") from None
+    return module
+
+
+def _study_from(path: Path, names: dict[str, Any]) -> Study:
+    problems: list[str] = []
+    space, arms = names.get("SPACE"), names.get("ARMS")
+    if (space is None) == (arms is None):
+        _raise(path, ["set exactly one of SPACE (a search) or ARMS (an ablation)"])
+    kind: Literal["search", "ablation"] = "ablation" if arms is not None else "search"
+    for name, expected in (("BASE", dict), ("SPACE", dict), ("ARMS", dict), ("ASHA", dict)):
+        if name in names and not isinstance(names[name], expected):
+            problems.append(f"{name} must be a dict, got {type(names[name]).__name__}")
+    seeds = names.get("SEEDS", [0, 1, 2])
+    if not isinstance(seeds, (list, tuple)) or not seeds or not all(
+        isinstance(s, int) and not isinstance(s, bool) for s in seeds
+    ):
+        problems.append(f"SEEDS = {seeds!r}: expected a non-empty list of integers")
+    scheduler = names.get("SCHEDULER", "none" if kind == "ablation" else "asha")
+    if scheduler not in ("asha", "none"):
+        problems.append(f"SCHEDULER = {scheduler!r}: choose 'asha' or 'none'")
+    mode = names.get("MODE", "max")
+    if mode not in ("max", "min"):
+        problems.append(f"MODE = {mode!r}: choose 'max' or 'min'")
+    asha = {**ASHA_DEFAULTS, **names.get("ASHA", {})}
+    if set(asha) != set(ASHA_DEFAULTS):
+        problems.append(f"ASHA keys {sorted(asha)}: expected {sorted(ASHA_DEFAULTS)}")
+    resources = {"cpu": 1.0, "gpu": 0.0, **names.get("RESOURCES", {})}
+    if set(resources) != {"cpu", "gpu"} or any(v < 0 for v in resources.values()):
+        problems.append(f"RESOURCES = {resources!r}: expected {{'cpu': >= 0, 'gpu': >= 0}}")
+    if arms is not None and not arms:
+        problems.append("ARMS is empty: name at least one arm")
+    baseline = names.get("BASELINE", next(iter(arms), None) if arms else None)
+    if arms and baseline not in arms:
+        problems.append(f"BASELINE = {baseline!r} is not an arm; arms: {', '.join(arms)}")
+    if problems:
+        _raise(path, problems)
+    base = dict(names.get("BASE", {}))
+    if "THRESHOLDS" in names:
+        base["eval.thresholds"] = names["THRESHOLDS"]
+    return Study(
+        path=path,
+        name=str(names.get("NAME", path.stem)),
+        kind=kind,
+        base=base,
+        space=dict(space or {}),
+        arms={str(k): dict(v) for k, v in (arms or {}).items()},
+        baseline=baseline,
+        seeds=tuple(seeds),
+        num_samples=int(names.get("NUM_SAMPLES", 1)),
+        scheduler=scheduler,
+        asha=asha,
+        metric=str(names.get("METRIC", "val_iou")),
+        mode=mode,
+        resources={k: float(v) for k, v in resources.items()},
+    )
+
+
+def validate(study: Study) -> None:
+    """Check every key, every value a domain can produce and every discrete combination."""
+    problems: list[str] = []
+    for where, overrides in _override_sets(study):
+        for key in overrides:
+            if key == "seed":
+                problems.append(f"{where}: 'seed' is set by SEEDS, not here")
+            elif key not in VALID_KEYS:
+                problems.append(_config_problem(where, {key: None}))
+        try:
+            candidates = {key: _candidates(value) for key, value in overrides.items()}
+        except SpaceError as error:
+            problems.append(f"{where}: {error}")
+            continue
+        for combination in _combinations(candidates):
+            problem = _config_problem(where, {**study.base, **combination})
+            if problem and problem not in problems:
+                problems.append(problem)
+    if problems:
+        _raise(study.path, problems)
+
+
+def _override_sets(study: Study) -> list[tuple[str, dict[str, Any]]]:
+    if study.kind == "ablation":
+        return [(f"ARMS[{name!r}]", overrides) for name, overrides in study.arms.items()]
+    return [("SPACE", study.space)]
+
+
+def _candidates(value: Any) -> list[Any]:
+    """Every value a Ray domain can produce (discrete), or its bounds (continuous)."""
+    from ray.tune.search.sample import Categorical, Float, Function, Integer
+
+    if isinstance(value, dict) and set(value) == {"grid_search"}:
+        values = list(value["grid_search"])
+        if not values:
+            raise SpaceError("tune.grid_search([]) is empty: list at least one value")
+        return values
+    if isinstance(value, Categorical):
+        if not value.categories:
+            raise SpaceError("tune.choice([]) is empty: list at least one value")
+        return list(value.categories)
+    if isinstance(value, Integer):
+        return [value.lower, value.upper - 1]  # Ray's randint excludes the upper bound
+    if isinstance(value, Float):
+        return [value.lower, value.upper]
+    if isinstance(value, Function):
+        raise SpaceError("tune.sample_from cannot be validated before the run; use a value list")
+    return [value]
+
+
+def _combinations(candidates: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    keys = [k for k in candidates if k in VALID_KEYS]
+    product = itertools.product(*(candidates[k] for k in keys))
+    return [dict(zip(keys, values, strict=True)) for values in itertools.islice(
+        product, MAX_CHECKED_COMBINATIONS
+    )]
+
+
+def _config_problem(where: str, values: dict[str, Any]) -> str | None:
+    try:
+        TrialConfig.from_dict(values)
+    except ValueError as error:
+        detail = str(error).removeprefix("invalid trial config:\n  ").replace("\n  ", "; ")
+        return f"{where}: {detail}"
+    return None
+
+
+def _raise(path: Path, problems: list[str]) -> None:
+    raise SpaceError(f"invalid search space {path}:\n  " + "\n  ".join(problems))

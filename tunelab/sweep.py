@@ -1,0 +1,137 @@
+"""`python -m tunelab.sweep SPACE.py`: validate a space, run it on Ray Tune, write the results.
+
+The space is loaded and validated before Ray (or torch) is imported, so a wrong file fails in
+about a second and nothing is started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tunelab.config import parse_overrides
+from tunelab.space import SpaceError, Study, load_study
+
+RESULTS_FILE = "results.parquet"
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    storage: Path
+    address: str | None
+    resume: bool
+    cpus_per_trial: float | None
+    gpus_per_trial: float | None
+    max_failures: int
+    num_cpus: int | None
+    verbose: int
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tunelab.sweep",
+        description="Run a search or an ablation study described by a search-space file.",
+    )
+    parser.add_argument("space", help="search-space file, e.g. search_spaces/losses.py")
+    parser.add_argument("--data", help="dataset folder (default: the synthetic dataset)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a TrialConfig key for every trial, e.g. --set train.max_epochs=5",
+    )
+    parser.add_argument("--seeds", help="comma-separated seeds, replacing the space's SEEDS")
+    parser.add_argument("--max-epochs", type=int, help="shortcut for --set train.max_epochs=N")
+    parser.add_argument("--scheduler", choices=["asha", "none"], help="override SCHEDULER")
+    parser.add_argument(
+        "--no-convergence",
+        action="store_true",
+        help="turn the convergence stopper off (same as --set stop.enabled=False)",
+    )
+    parser.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (default 1)")
+    parser.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        help="GPUs per trial, fractional to pack trials on one card, e.g. 0.25 (default: "
+        "1 per trial when the machine has a GPU, else 0)",
+    )
+    parser.add_argument("--address", help="attach to a running Ray cluster, e.g. auto")
+    parser.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance")
+    parser.add_argument(
+        "--storage",
+        default="runs",
+        help="Ray storage: where the sweep folder goes (path or URI, default ./runs)",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue an interrupted sweep of the same name"
+    )
+    parser.add_argument(
+        "--max-failures", type=int, default=1, help="retries of a trial that raises (default 1)"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no live trial table")
+    return parser
+
+
+def study_from_args(args: argparse.Namespace) -> Study:
+    """Load the space and apply the command line's overrides; raises SpaceError or ValueError."""
+    study = load_study(args.space)
+    overrides = parse_overrides(args.set)
+    if args.data is not None:
+        overrides["data.root"] = str(Path(args.data).resolve())
+    if args.max_epochs is not None:
+        overrides["train.max_epochs"] = args.max_epochs
+    changes: dict[str, Any] = {}
+    if args.seeds:
+        changes["seeds"] = tuple(int(s) for s in args.seeds.split(","))
+    if args.scheduler:
+        changes["scheduler"] = args.scheduler
+    if args.no_convergence:
+        overrides["stop.enabled"] = False
+    if args.cpus_per_trial is not None or args.gpus_per_trial is not None:
+        resources = dict(study.resources)
+        if args.cpus_per_trial is not None:
+            resources["cpu"] = args.cpus_per_trial
+        if args.gpus_per_trial is not None:
+            resources["gpu"] = args.gpus_per_trial
+        changes["resources"] = resources
+    if changes:
+        study = Study(**{**study.__dict__, **changes})
+    return study.with_base(overrides) if overrides else study
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        study = study_from_args(args)
+    except (SpaceError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    options = SweepOptions(
+        storage=Path(args.storage).resolve() if "://" not in args.storage else args.storage,
+        address=args.address,
+        resume=args.resume,
+        cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial,
+        max_failures=args.max_failures,
+        num_cpus=args.num_cpus,
+        verbose=0 if args.quiet else 1,
+    )
+    from tunelab.runner import run_sweep  # imports Ray and torch: only after validation
+
+    started = time.perf_counter()
+    summary = run_sweep(study, options)
+    print(summary)
+    print(f"\nsweep took {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    raise SystemExit(main())
