@@ -54,12 +54,17 @@ def test_every_unusable_file_is_reported_with_its_reason(make_png_dataset):
     notes.write_text("not an image")
     (root / "Empty" / "image").mkdir(parents=True)
     (root / "Empty" / "label").mkdir()
+    (root / "Hollow").mkdir()
+    (root / "docs").mkdir()
+    (root / "docs" / "README.md").write_text("about the data")
     result = scan(root)
     reasons = reasons_by_path(result)
     assert reasons[str(orphan_image)].startswith("image without label")
     assert reasons[str(orphan_label)].startswith("label without image")
     assert reasons[str(notes)].startswith("not a usable image file")
     assert "empty class folder 'Empty'" in reasons[str(root / "Empty" / "image")]
+    assert reasons[str(root / "Hollow")] == "empty class folder 'Hollow'"
+    assert reasons[str(root / "docs")].startswith("not a class folder")
     assert len(result.pairs) == 4
     assert "Empty" not in {p.class_name for p in result.pairs}
 

@@ -53,8 +53,8 @@ def trial_rows(
     rows = []
     for index, (label, suffix) in enumerate(threshold_suffixes(cfg).items()):
         row: dict[str, Any] = {**identity, **config, "threshold": label, "primary": index == 0}
-        row["foreground_iou_all"] = _number(last.get("val_foreground_iou_all"))
         for metric in METRICS:
+            row[f"foreground_{metric}_all"] = _number(last.get(f"val_foreground_{metric}_all"))
             row[metric] = _number(last.get(f"val_{metric}{suffix}"))
             for name in class_names:
                 row[f"{metric}/{name}"] = _number(last.get(f"val_{metric}{suffix}/{name}"))

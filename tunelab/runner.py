@@ -21,7 +21,11 @@ from tunelab.stopper import ConvergenceStopper
 from tunelab.results import class_names_in, final_status, trial_rows
 from tunelab.space import Study
 from tunelab.sweep import RESULTS_FILE, SweepOptions
-from tunelab.trainable import train_trial
+from tunelab.trainable import PROGRESS_METRICS, train_trial
+
+
+class SweepInterrupted(RuntimeError):
+    """The sweep stopped before every trial ended (Ctrl+C); it can be resumed."""
 
 
 def run_sweep(study: Study, options: SweepOptions) -> str:
@@ -35,6 +39,16 @@ def run_sweep(study: Study, options: SweepOptions) -> str:
     finally:
         ray.shutdown()
     sweep_dir = Path(grid.experiment_path)
+    unfinished = [
+        trial.trial_id
+        for trial in grid._experiment_analysis.trials  # Ray's ResultGrid has no public status
+        if trial.status not in ("TERMINATED", "ERROR")
+    ]
+    if unfinished:
+        raise SweepInterrupted(
+            f"sweep interrupted with {len(unfinished)} trial(s) unfinished; its state is saved "
+            f"in {sweep_dir}. Continue it with the same command plus --resume"
+        )
     results = results_frame(study, grid)
     results.to_parquet(sweep_dir / RESULTS_FILE, index=False)
     table = format_markdown(main_table(results))
@@ -65,6 +79,7 @@ def _tuner(study: Study, options: SweepOptions, max_epochs: int) -> tune.Tuner:
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, study=study), _resources(study, options)
     )
+    trainable._progress_metrics = PROGRESS_METRICS  # Ray's hook for what its live output shows
     storage = str(options.storage)
     if options.resume:
         path = os.path.join(storage, study.name)

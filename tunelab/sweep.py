@@ -123,10 +123,14 @@ def main(argv: list[str] | None = None) -> int:
         num_cpus=args.num_cpus,
         verbose=0 if args.quiet else 1,
     )
-    from tunelab.runner import run_sweep  # imports Ray and torch: only after validation
+    from tunelab.runner import SweepInterrupted, run_sweep  # Ray and torch: after validation
 
     started = time.perf_counter()
-    summary = run_sweep(study, options)
+    try:
+        summary = run_sweep(study, options)
+    except SweepInterrupted as interrupted:
+        print(f"\n{interrupted}", file=sys.stderr)
+        return 130
     print(summary)
     print(f"\nsweep took {time.perf_counter() - started:.0f} s")
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -13,10 +14,14 @@ from tunelab.space import Study
 from tunelab.train import Trainer
 
 CHECKPOINT_FILE = "trainer.pt"
+# what Ray's live table prints per trial: the full result (every class x threshold) is too long
+PROGRESS_METRICS = ["epoch", "train_loss", "val_loss", "val_iou", "val_dice", "trend", "status"]
 
 
 def train_trial(params: dict[str, Any], study: Study) -> None:
     """Run one trial; resumes from the trial's last checkpoint when Ray restores it."""
+    # Ray logs every checkpoint at INFO; one line per epoch per trial drowns the live table
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
     cfg = study.trial_config(params)
     # Ray's ConvergenceStopper makes the stopping decision, so the sweep can switch it off
     trainer = Trainer(cfg, stop_on_convergence=False)

@@ -102,8 +102,10 @@ def _file_digest(path: Path) -> bytes:
 
 
 def _parallel_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
-    """[fn(x) for x in items] on a few threads (PIL and hashlib release the GIL), one chunk per
-    thread: a task per file would cost more in thread hand-offs than hashing the file."""
+    """[fn(x) for x in items], on a few threads (PIL and hashlib release the GIL).
+
+    One chunk per thread: a task per file costs more in thread hand-offs than hashing the file.
+    """
     workers = min(len(items), os.cpu_count() or 1) or 1
     chunks = [items[i::workers] for i in range(workers)]  # interleaved: even share of big files
     with ThreadPoolExecutor(workers) as pool:

@@ -7,6 +7,7 @@ split -> training batches + validation tensors.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,49 +82,49 @@ class PreparedData:
 
 def prepare(cfg: TrialConfig) -> PreparedData:
     """The data of one trial; the same config always gives the same split and batches."""
-    data_cfg = cfg.data
-    data = load(data_cfg)
-    kept, filtered = apply_filters(data, data_cfg)
+    data = load(cfg.data)
+    kept, filtered = apply_filters(data, cfg.data)
     if len(kept) < 2:
         raise ValueError(
             f"only {len(kept)} image(s) of {data.root} left after the filters "
-            f"(data.min_foreground = {data_cfg.min_foreground}, "
-            f"data.blank_tissue_filter = {data_cfg.blank_tissue_filter})"
+            f"(data.min_foreground = {cfg.data.min_foreground}, "
+            f"data.blank_tissue_filter = {cfg.data.blank_tissue_filter})"
         )
     images = np.asarray(data.images[kept])  # (N, H, W, C), copied out of the memory map
     masks = np.asarray(data.masks[kept])  # (N, H, W)
     classes = data.classes[kept]  # (N,)
-    _check_labels(masks, [data.files[i] for i in kept], data_cfg)
-    train, val = split_indices(classes, np.asarray(data.cases)[kept], data_cfg, cfg.seed)
+    _check_labels(masks, [data.files[i] for i in kept], cfg.data)
+    train, val = split_indices(classes, np.asarray(data.cases)[kept], cfg.data, cfg.seed)
     copies = (
-        balance_copies(classes[train], data_cfg.balance_target)
-        if data_cfg.balance
+        balance_copies(classes[train], cfg.data.balance_target)
+        if cfg.data.balance
         else np.zeros(0, np.int64)
     )
-    mean, std = normalization_stats(images[train], data_cfg)
+    mean, std = normalization_stats(images[train], cfg.data)
+    crop_size = cfg.data.crop_size or cfg.data.input_size // 2
     source = BatchSource(
         images[train],
         masks[train],
         copies,
-        data_cfg.augment,
-        data_cfg.crop_size or data_cfg.input_size // 2,
+        cfg.data.augment,
+        crop_size,
         cfg.train.batch_size,
         cfg.seed,
         mean,
         std,
     )
-    names = data.class_names
+    per_class = functools.partial(_per_class, class_names=data.class_names)
     report = DataReport(
         root=data.root,
         layout=data.layout,
-        images_per_class=_per_class(data.classes, names),
+        images_per_class=per_class(data.classes),
         skipped=list(data.skipped),
         filtered=filtered,
         foreground_fraction=float(foreground_fractions(masks).mean()),
-        train_per_class=_per_class(classes[train], names),
-        val_per_class=_per_class(classes[val], names),
-        train_per_class_balanced=_per_class(
-            np.concatenate([classes[train], classes[train][copies]]), names
+        train_per_class=per_class(classes[train]),
+        val_per_class=per_class(classes[val]),
+        train_per_class_balanced=per_class(
+            np.concatenate([classes[train], classes[train][copies]])
         ),
         cache_path=data.cache_path,
         cache_hit=data.cache_hit,

@@ -56,12 +56,7 @@ def scan(root: Path) -> ScanResult:
     if (root / "images").is_dir() and (root / "masks").is_dir():
         layout, folders, skipped = _generic_folders(root)
     else:
-        folders = [
-            (d.name, d / "image", d / "label")
-            for d in _subfolders(root)
-            if (d / "image").is_dir() or (d / "label").is_dir()
-        ]
-        layout, skipped = "ebhi", []
+        layout, folders, skipped = _ebhi_folders(root)
     if not folders:
         raise ValueError(
             f"no dataset found in {root}: expected either the EBHI layout "
@@ -89,6 +84,19 @@ def _entries(folder: Path) -> list[os.DirEntry]:
 
 def _subfolders(folder: Path) -> list[Path]:
     return [Path(e.path) for e in _entries(folder) if e.is_dir()]
+
+
+def _ebhi_folders(root: Path) -> tuple[str, list[tuple[str, Path, Path]], Skipped]:
+    """("ebhi", [(class, image folder, label folder)], skipped) of a <class>/image + label root."""
+    folders, skipped = [], []
+    for d in _subfolders(root):
+        if (d / "image").is_dir() or (d / "label").is_dir():
+            folders.append((d.name, d / "image", d / "label"))
+        elif any(d.iterdir()):
+            skipped.append((str(d), "not a class folder (no image/ or label/ folder inside)"))
+        else:
+            skipped.append((str(d), f"empty class folder {d.name!r}"))
+    return "ebhi", folders, skipped
 
 
 def _generic_folders(root: Path) -> tuple[str, list[tuple[str, Path, Path]], Skipped]:

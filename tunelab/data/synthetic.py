@@ -56,6 +56,7 @@ class _Morphology:
     serration: float  # saw-tooth depth of the outline
     lumen: float  # lumen size relative to the gland
     holes: float  # cribriform holes in gland interiors (fraction of the interior)
+    stroma: tuple[float, float]  # (H, E) stain of the stroma: sparse or cell-rich lamina propria
     interior: tuple[float, float]  # (H, E) stain of the gland interior: pale mucin or crowded cells
     nuclei: tuple[float, float, float]  # nuclei density in stroma, gland rim, gland interior
     nucleus: float  # nucleus radius in px at 128^2
@@ -66,27 +67,33 @@ _MORPHOLOGY: dict[str, _Morphology] = {
     # large fused irregular masses of crowded dark cells with cribriform holes
     "Adenocarcinoma": _Morphology(
         fg=0.64, radius=0.17, aspect=1.4, spacing=0.9, warp=0.07, disorder=0.25, serration=0,
-        lumen=0, holes=0.25, interior=(0.85, 0.45), nuclei=(0.03, 0.16, 0.08), nucleus=1.35),
+        lumen=0, holes=0.25,
+        stroma=(0.25, 0.5), interior=(0.85, 0.45), nuclei=(0.03, 0.16, 0.08), nucleus=1.35),
     # irregular crowded glands, large dark nuclei, slit lumens
     "High-grade IN": _Morphology(
         fg=0.66, radius=0.11, aspect=1.6, spacing=1.0, warp=0.045, disorder=0.22, serration=0,
-        lumen=0.1, holes=0, interior=(0.8, 0.4), nuclei=(0.03, 0.17, 0.07), nucleus=1.45),
+        lumen=0.1, holes=0,
+        stroma=(0.25, 0.5), interior=(0.8, 0.4), nuclei=(0.03, 0.17, 0.07), nucleus=1.45),
     # slightly irregular glands, denser nuclei than normal
     "Low-grade IN": _Morphology(
         fg=0.62, radius=0.12, aspect=1.7, spacing=1.1, warp=0.03, disorder=0.15, serration=0,
-        lumen=0.18, holes=0, interior=(0.7, 0.4), nuclei=(0.035, 0.15, 0.04), nucleus=1.15),
+        lumen=0.18, holes=0,
+        stroma=(0.45, 0.65), interior=(0.65, 0.45), nuclei=(0.035, 0.15, 0.04), nucleus=1.15),
     # regular round crypts, evenly spaced, pale mucin interior and a central lumen
     "Normal": _Morphology(
         fg=0.60, radius=0.11, aspect=1.15, spacing=1.2, warp=0.01, disorder=0.06, serration=0,
-        lumen=0.3, holes=0, interior=(0.3, 0.2), nuclei=(0.045, 0.14, 0.01), nucleus=1.0),
+        lumen=0.3, holes=0,
+        stroma=(0.35, 0.6), interior=(0.45, 0.3), nuclei=(0.045, 0.14, 0.01), nucleus=1.0),
     # elongated finger-like glands in parallel
     "Polyp": _Morphology(
         fg=0.52, radius=0.085, aspect=3.2, spacing=1.25, warp=0.02, disorder=0.1, serration=0,
-        lumen=0.25, holes=0, interior=(0.45, 0.3), nuclei=(0.045, 0.14, 0.015), nucleus=1.05),
+        lumen=0.25, holes=0,
+        stroma=(0.45, 0.65), interior=(0.7, 0.45), nuclei=(0.045, 0.14, 0.015), nucleus=1.05),
     # saw-tooth outlines and star-shaped lumens
     "Serrated adenoma": _Morphology(
-        fg=0.58, radius=0.12, aspect=1.5, spacing=1.2, warp=0.02, disorder=0.12, serration=0.12,
-        lumen=0.38, holes=0, interior=(0.4, 0.3), nuclei=(0.04, 0.15, 0.02), nucleus=1.1),
+        fg=0.58, radius=0.12, aspect=1.5, spacing=1.2, warp=0.02, disorder=0.12, serration=0.2,
+        lumen=0.38, holes=0,
+        stroma=(0.5, 0.7), interior=(0.6, 0.4), nuclei=(0.04, 0.15, 0.02), nucleus=1.1),
 }
 # fmt: on
 
@@ -181,7 +188,7 @@ def _gland_field(rng: np.random.Generator, m: _Morphology, s: _Style, size: int)
     across = (dy * np.cos(angle) - dx * np.sin(angle)) / half[1][:, None, None]
     dist = np.sqrt(along**2 + across**2)
     if m.serration:  # saw-tooth radius: the outline juts out once per tooth
-        teeth = rng.integers(8, 13, k)[:, None, None]
+        teeth = rng.integers(7, 11, k)[:, None, None]
         saw = (np.arctan2(across, along) * teeth / (2 * np.pi)) % 1.0
         dist *= 1 - m.serration * saw
     return cv2.resize(dist.min(axis=0), (size, size), interpolation=cv2.INTER_LINEAR)
@@ -264,8 +271,8 @@ def _stains(
     nuclei = _nuclei(rng, stroma_d * stroma + rim_d * rim + inner_d * inner, m.nucleus * scale)
     fibres = _fibres(rng, size, scale)
     mottle = cv2.GaussianBlur(rng.standard_normal((size, size), np.float32), (0, 0), scale)
-    h = 0.18 * stroma + 1.0 * rim + m.interior[0] * inner + 0.05 * lumen + 1.3 * nuclei
-    e = (0.42 + 0.2 * fibres) * stroma + 0.5 * rim + m.interior[1] * inner + 0.08 * lumen
+    h = m.stroma[0] * stroma + 1.0 * rim + m.interior[0] * inner + 0.05 * lumen + 1.3 * nuclei
+    e = (m.stroma[1] + 0.2 * fibres) * stroma + 0.5 * rim + m.interior[1] * inner + 0.08 * lumen
     e += 0.08 * mottle * (rim + inner) + 0.2 * nuclei
     pale = 1 - s.gap * r.gap
     return h * pale, e * pale

@@ -1,0 +1,162 @@
+"""End-to-end sweeps on Ray with tiny synthetic data: results, statuses, stopper, resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tunelab.stopper import ConvergenceStopper
+from tunelab.sweep import main
+
+pytestmark = pytest.mark.e2e
+
+TINY_BASE = """
+BASE = {
+    "data.synthetic_images": 40,
+    "data.input_size": 32,
+    "model.depth": 3,
+    "model.base_channels": 4,
+    "train.lr": 1e-3,
+    "train.batch_size": 8,
+    "train.max_epochs": %d,
+}
+"""
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNELAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("RAY_DEDUP_LOGS", "1")
+    return tmp_path
+
+
+def write_space(folder: Path, body: str, epochs: int = 2) -> Path:
+    path = folder / "tiny.py"
+    path.write_text(TINY_BASE % epochs + body)
+    return path
+
+
+def test_ablation_sweep_writes_every_trial_and_threshold(env, capsys):
+    space = write_space(
+        env,
+        "ARMS = {'baseline': {}, 'dropout': {'model.dropout': 0.2}}\n"
+        "SEEDS = [0, 1]\nTHRESHOLDS = [0.5, 0.3]\n",
+    )
+    code = main([str(space), "--storage", str(env / "runs"), "--num-cpus", "2", "--quiet"])
+    assert code == 0
+    results = pd.read_parquet(env / "runs" / "tiny" / "results.parquet")
+    # 2 arms x 2 seeds x (2 thresholds + Otsu)
+    assert len(results) == 12
+    assert set(results["arm"]) == {"baseline", "dropout"}
+    assert set(results["threshold"]) == {"0.5", "0.3", "otsu"}
+    assert (results["status"] == "completed").all() and (results["epochs"] == 2).all()
+    primary = results[results["primary"]]
+    assert sorted(primary["seed"]) == [0, 0, 1, 1] and (primary["threshold"] == "0.5").all()
+    assert primary["iou"].between(0, 1).all() and "iou/Adenocarcinoma" in results
+    assert set(primary.loc[primary["arm"] == "dropout", "model.dropout"]) == {0.2}
+    # arms are paired by seed: the same seed gives the same split, hence the same reference
+    for _, pair in primary.groupby("seed"):
+        assert pair["foreground_iou_all"].nunique() == 1
+    out = capsys.readouterr().out
+    assert "| baseline |" in out and "| dropout |" in out and "all foreground" in out
+    assert "results.parquet" in out
+
+
+def test_search_with_asha_prunes_and_labels_arms(env):
+    space = write_space(
+        env,
+        "from ray import tune\n"
+        "SPACE = {'train.lr': tune.grid_search([1e-3, 3e-3, 1e-2, 3e-2])}\n"
+        "SEEDS = [0]\nASHA = {'grace_period': 1, 'reduction_factor': 2}\n",
+        epochs=4,
+    )
+    code = main([str(space), "--storage", str(env / "runs"), "--num-cpus", "2", "--quiet"])
+    assert code == 0
+    results = pd.read_parquet(env / "runs" / "tiny" / "results.parquet")
+    primary = results[results["primary"]]
+    assert len(primary) == 4
+    assert set(primary["arm"]) == {"lr=0.001", "lr=0.003", "lr=0.01", "lr=0.03"}
+    assert set(primary["status"]) <= {"completed", "pruned"}
+    assert "pruned" in set(primary["status"])  # ASHA stops half the trials at each rung
+    assert (primary.loc[primary["status"] == "pruned", "epochs"] < 4).all()
+
+
+def test_stopper_applies_the_rule_to_reported_values():
+    stopper = ConvergenceStopper(patience=5, min_epochs=10)
+    assert not stopper("t", {"epoch": 15, "streak": 5})  # needs more than `patience`
+    assert stopper("t", {"epoch": 15, "streak": 6})
+    assert not stopper("t", {"epoch": 10, "streak": 9})  # never before min_epochs + 1
+    assert not stopper("t", {"epoch": 3})  # before the window fills nothing is reported
+    assert not stopper.stop_all()
+
+
+def test_convergence_stopper_ends_trials_as_converged(env):
+    space = write_space(
+        env,
+        "ARMS = {'baseline': {'stop.window': 3, 'stop.patience': 0, 'stop.min_epochs': 0,"
+        " 'stop.threshold': 100.0}}\nSEEDS = [0]\n",
+        epochs=8,
+    )
+    # the stopper is built from the base config, so the rule's settings go there too
+    code = main(
+        [
+            str(space),
+            "--storage",
+            str(env / "runs"),
+            "--num-cpus",
+            "2",
+            "--quiet",
+            "--set",
+            "stop.patience=0",
+            "--set",
+            "stop.min_epochs=0",
+        ]
+    )
+    assert code == 0
+    results = pd.read_parquet(env / "runs" / "tiny" / "results.parquet")
+    assert set(results["status"]) == {"converged"} and set(results["epochs"]) == {3}
+
+
+def _finished_trials(sweep: Path) -> dict[str, str]:
+    done = {}
+    for result in sweep.glob("*/result.json"):
+        lines = result.read_text().splitlines()
+        if lines and json.loads(lines[-1]).get("status") == "completed":
+            done[result.parent.name] = result.read_text()
+    return done
+
+
+def test_interrupted_sweep_resumes_without_rerunning_finished_trials(env):
+    space = write_space(
+        env, "ARMS = {'a': {}, 'b': {'model.dropout': 0.1}, 'c': {}}\nSEEDS = [0, 1]\n", epochs=3
+    )
+    command = [sys.executable, "-m", "tunelab.sweep", str(space), "--storage", str(env / "runs")]
+    command += ["--num-cpus", "2", "--quiet"]
+    sweep = env / "runs" / "tiny"
+    driver = subprocess.Popen(command, env=os.environ.copy(), stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while len(_finished_trials(sweep)) < 2 and driver.poll() is None:
+        assert time.monotonic() < deadline, "no trial finished in time"
+        time.sleep(0.5)
+    driver.send_signal(signal.SIGINT)  # Ctrl+C: Tune saves its state and stops
+    assert driver.wait(timeout=120) == 130
+    finished = _finished_trials(sweep)
+    assert 2 <= len(finished) < 6
+    assert not (sweep / "results.parquet").exists()
+
+    resumed = subprocess.run([*command, "--resume"], env=os.environ.copy(), timeout=600)
+    assert resumed.returncode == 0
+    results = pd.read_parquet(sweep / "results.parquet")
+    primary = results[results["primary"]]
+    assert len(primary) == 6 and (primary["status"] == "completed").all()
+    for trial, text in finished.items():  # finished trials were not run again
+        assert (sweep / trial / "result.json").read_text() == text
+    for result in sweep.glob("*/result.json"):  # and no trial reported an epoch twice
+        epochs = [json.loads(line)["epoch"] for line in result.read_text().splitlines()]
+        assert epochs == sorted(set(epochs))

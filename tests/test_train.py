@@ -1,0 +1,158 @@
+"""The training loop on a tiny synthetic dataset: results, statuses, determinism, resume."""
+
+import math
+
+import pytest
+import torch
+
+from tunelab.config import TrialConfig
+from tunelab.data import prepare
+from tunelab.train import Trainer, fit, main
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("cache"))
+
+
+def tiny(cache: str, **overrides) -> TrialConfig:
+    return TrialConfig.from_dict(
+        {
+            "data.cache_dir": cache,
+            "data.synthetic_images": 40,
+            "data.input_size": 32,
+            "model.depth": 3,
+            "model.base_channels": 4,
+            "train.lr": 1e-3,
+            "train.batch_size": 8,
+            "train.max_epochs": 2,
+            **overrides,
+        }
+    )
+
+
+def test_fit_yields_one_result_per_epoch_with_metrics(cache):
+    results = list(fit(tiny(cache)))
+    assert [r.epoch for r in results] == [1, 2]
+    assert [r.status for r in results] == ["running", "completed"]
+    last = results[-1]
+    assert math.isfinite(last.train_loss) and math.isfinite(last.val_loss)
+    assert 0 <= last.metrics["iou"] <= 1 and "iou_otsu" in last.metrics
+    assert "iou/Adenocarcinoma" in last.metrics
+    flat = last.to_flat()
+    assert flat["val_iou"] == last.metrics["iou"] and flat["status"] == "completed"
+    assert flat["lr"] == 1e-3 and flat["epoch_seconds"] > 0
+
+
+def test_same_config_same_numbers(cache):
+    first = [r.val_loss for r in fit(tiny(cache))]
+    second = [r.val_loss for r in fit(tiny(cache))]
+    assert first == second
+    other_seed = [r.val_loss for r in fit(tiny(cache, seed=1))]
+    assert other_seed != first
+
+
+def test_nan_loss_ends_as_diverged(cache):
+    trainer = Trainer(tiny(cache, **{"train.max_epochs": 5}))
+    trainer.loss_fn = lambda logits, target, weights: logits.mean() * math.nan
+    results = list(trainer.epochs())
+    assert len(results) == 1
+    assert results[0].status == "diverged" and results[0].metrics == {}
+
+
+def test_convergence_ends_the_run(cache):
+    cfg = tiny(
+        cache,
+        **{
+            "train.max_epochs": 10,
+            "stop.window": 3,
+            "stop.patience": 0,
+            "stop.min_epochs": 0,
+            "stop.threshold": 100.0,  # any trend counts as "no longer falling"
+        },
+    )
+    results = list(fit(cfg))
+    # the first trend exists at epoch 3 (window 3), and one epoch above -threshold is enough
+    assert [r.status for r in results][-1] == "converged" and len(results) == 3
+    assert results[0].trend is None and results[-1].trend is not None
+    # in Ray the stopper decides: the loop reports convergence but goes on
+    free = list(Trainer(cfg, stop_on_convergence=False).epochs())
+    assert len(free) == 10 and free[2].status == "converged"
+
+
+def test_disabled_rule_still_reports_the_trend(cache):
+    cfg = tiny(cache, **{"train.max_epochs": 4, "stop.enabled": False, "stop.window": 3})
+    results = list(fit(cfg))
+    assert len(results) == 4 and results[-1].status == "completed"
+    assert results[-1].trend is not None
+
+
+def test_resume_from_state_continues_exactly(cache):
+    cfg = tiny(cache, **{"train.max_epochs": 3, "model.dropout": 0.3})
+    data = prepare(cfg)
+    straight = [r.val_loss for r in Trainer(cfg, data).epochs()]
+    first = Trainer(cfg, data)
+    epochs = first.epochs()
+    next(epochs), next(epochs)
+    state = first.state_dict()
+    resumed = Trainer(cfg, data)
+    resumed.load_state_dict(state)
+    rest = [r.val_loss for r in resumed.epochs()]
+    assert rest == straight[2:]
+
+
+def test_wce_uses_training_class_frequencies(cache):
+    trainer = Trainer(tiny(cache, **{"train.loss": "wce"}))
+    weights = trainer.class_weights
+    assert weights is not None and weights.shape == (2,)
+    assert torch.isclose(weights.sum(), torch.tensor(1.0))
+
+
+def test_multiclass_trains(cache):
+    cfg = tiny(cache, **{"data.task": "multiclass", "train.loss": "dice_ce", "data.channels": 3})
+    last = list(fit(cfg))[-1]
+    assert last.status == "completed" and "dice_c2" in last.metrics
+
+
+def test_plateau_schedule_lowers_lr(cache):
+    cfg = tiny(
+        cache,
+        **{
+            "train.lr_schedule": "plateau",
+            "train.plateau_patience": 0,
+            "train.lr": 10.0,  # the loss cannot improve much at this rate, so the plateau acts
+            "train.max_epochs": 4,
+            "stop.enabled": False,
+        },
+    )
+    lrs = [r.lr for r in fit(cfg)]
+    assert lrs[0] == 10.0 and min(lrs) < 10.0
+
+
+def test_cli_prints_a_line_per_epoch(cache, capsys):
+    code = main(
+        [
+            "--set",
+            f"data.cache_dir={cache!r}",
+            "--set",
+            "data.synthetic_images=40",
+            "--set",
+            "data.input_size=32",
+            "--set",
+            "model.depth=3",
+            "--set",
+            "model.base_channels=4",
+            "--set",
+            "train.max_epochs=2",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.count("epoch ") >= 2 and "completed" in out and "Adenocarcinoma" in out
+
+
+def test_cli_rejects_bad_override(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--set", "model.dropot=0.1"])
+    assert info.value.code == 2
+    assert "did you mean 'model.dropout'" in capsys.readouterr().err
