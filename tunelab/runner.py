@@ -5,7 +5,11 @@ Kept apart from `sweep.py` so the CLI validates a space without importing Ray or
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +29,7 @@ from tunelab.trainable import PROGRESS_METRICS, train_trial
 
 
 class SweepInterrupted(RuntimeError):
-    """The sweep stopped before every trial ended (Ctrl+C); it can be resumed."""
+    """The sweep was stopped by Ctrl+C before every trial ended; it can be resumed."""
 
 
 def run_sweep(study: Study, options: SweepOptions) -> str:
@@ -35,24 +39,38 @@ def run_sweep(study: Study, options: SweepOptions) -> str:
         base = study.trial_config({"seed": study.seeds[0]})
         load(base.data)  # decode (or generate) the data once here, not in every trial at once
         tuner = _tuner(study, options, base.train.max_epochs)
-        grid = tuner.fit()
+        with _ctrl_c_saves_state() as interrupted:
+            grid = tuner.fit()
     finally:
         ray.shutdown()
     sweep_dir = Path(grid.experiment_path)
-    unfinished = [
-        trial.trial_id
-        for trial in grid._experiment_analysis.trials  # Ray's ResultGrid has no public status
-        if trial.status not in ("TERMINATED", "ERROR")
-    ]
-    if unfinished:
+    if interrupted.is_set():
         raise SweepInterrupted(
-            f"sweep interrupted with {len(unfinished)} trial(s) unfinished; its state is saved "
-            f"in {sweep_dir}. Continue it with the same command plus --resume"
+            f"sweep interrupted; its state is saved in {sweep_dir}. "
+            "Continue it with the same command plus --resume"
         )
     results = results_frame(study, grid)
     results.to_parquet(sweep_dir / RESULTS_FILE, index=False)
     table = format_markdown(main_table(results))
     return f"\n{table}\n\nresults: {sweep_dir / RESULTS_FILE}\nRay experiment: {sweep_dir}"
+
+
+@contextlib.contextmanager
+def _ctrl_c_saves_state() -> Iterator[threading.Event]:
+    """Ctrl+C ends the run the way Tune's own handler does (state saved, resumable) and is
+    remembered, so an interrupted sweep is not mistaken for a finished one."""
+    interrupted = threading.Event()
+
+    def on_interrupt(signum: int, frame: object) -> None:
+        interrupted.set()
+        os.kill(os.getpid(), signal.SIGUSR1)  # Tune's graceful stop: save state, end the run
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # ours instead, as Tune cannot report it
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _init_ray(options: SweepOptions) -> None:

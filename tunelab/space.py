@@ -136,7 +136,9 @@ def _import(path: Path) -> Any:
     except Exception as error:  # the user's module raised while importing
         frames = traceback.extract_tb(error.__traceback__)
         line = next((f.lineno for f in reversed(frames) if Path(f.filename) == path), "?")
-        raise SpaceError(f"{path}:{line}: the file raised {type(error).__name__}: {error}") from None
+        raise SpaceError(
+            f"{path}:{line}: the file raised {type(error).__name__}: {error}"
+        ) from None
     return module
 
 
@@ -150,8 +152,10 @@ def _study_from(path: Path, names: dict[str, Any]) -> Study:
         if name in names and not isinstance(names[name], expected):
             problems.append(f"{name} must be a dict, got {type(names[name]).__name__}")
     seeds = names.get("SEEDS", [0, 1, 2])
-    if not isinstance(seeds, (list, tuple)) or not seeds or not all(
-        isinstance(s, int) and not isinstance(s, bool) for s in seeds
+    if (
+        not isinstance(seeds, (list, tuple))
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
     ):
         problems.append(f"SEEDS = {seeds!r}: expected a non-empty list of integers")
     scheduler = names.get("SCHEDULER", "none" if kind == "ablation" else "asha")
@@ -247,9 +251,10 @@ def _candidates(value: Any) -> list[Any]:
 def _combinations(candidates: dict[str, list[Any]]) -> list[dict[str, Any]]:
     keys = [k for k in candidates if k in VALID_KEYS]
     product = itertools.product(*(candidates[k] for k in keys))
-    return [dict(zip(keys, values, strict=True)) for values in itertools.islice(
-        product, MAX_CHECKED_COMBINATIONS
-    )]
+    return [
+        dict(zip(keys, values, strict=True))
+        for values in itertools.islice(product, MAX_CHECKED_COMBINATIONS)
+    ]
 
 
 def _config_problem(where: str, values: dict[str, Any]) -> str | None:

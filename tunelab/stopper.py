@@ -27,7 +27,10 @@ class ConvergenceStopper(Stopper):
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
         return has_converged(
-            int(result.get("epoch", 0)), int(result.get("streak", 0)), self.patience, self.min_epochs
+            int(result.get("epoch", 0)),
+            int(result.get("streak", 0)),
+            self.patience,
+            self.min_epochs,
         )
 
     def stop_all(self) -> bool:

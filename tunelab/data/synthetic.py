@@ -3,11 +3,11 @@
 The platform's embedded default dataset, so a fresh machine can run every study without real data.
 It copies what the pipeline relies on: EBHI-Seg's folder layout, class names and imbalance, case
 names (`SYN00042-1-400-003.png`) with several look-alike images per case (so grouped splits
-matter), a foreground fraction near EBHI's 0.64, and class-dependent gland morphology. Images are
-rendered as stain concentrations (Beer-Lambert, Ruifrok's H&E vectors): pink fibrous stroma with
-scattered nuclei, glands with a dense rim of nuclei, pale or crowded interiors and lumens, and in
-some images a blank slide corner. Greyscale intensity alone separates glands poorly (dark stroma
-nuclei, pale gland interiors), while a small U-Net learns the masks.
+matter), a mean foreground fraction of 0.6 (EBHI: 0.64) and class-dependent gland morphology.
+Images are rendered as stain concentrations (Beer-Lambert, Ruifrok's H&E vectors): pink fibrous
+stroma with scattered nuclei, glands with a dense rim of nuclei, pale or crowded interiors and
+lumens, and in some images a blank slide corner. Greyscale intensity alone separates glands
+poorly (dark stroma nuclei, pale gland interiors), while a small U-Net learns the masks.
 
 Labels: binary task -> 0 / 255 (gland); multiclass (study B's background / tissue / tumour) ->
 0 blank slide, 1 tissue (stroma, and the glands of Normal images), 2 glands of the other classes.
@@ -45,7 +45,7 @@ _E = np.array([0.07, 0.99, 0.11], np.float32)
 
 @dataclass(frozen=True)
 class _Morphology:
-    """Class-dependent look; lengths are fractions of the image side, densities per 128^2 px."""
+    """Class-dependent look; lengths are fractions of the image side, nuclei per pixel at 128^2."""
 
     fg: float  # mean foreground fraction
     radius: float  # gland half-width
@@ -106,7 +106,7 @@ class _Style:
     strength: np.ndarray  # (2,): H and E concentration scales
     size: float  # gland size factor
     density: float  # nuclei density factor
-    fg_offset: float
+    fg_offset: float  # shifts the foreground fraction of all the case's images
     gap: float  # strength of the retraction artefact around glands
     angle: float  # main gland orientation (radians)
 
@@ -135,6 +135,7 @@ def _case_sizes(rng: np.random.Generator, total: int) -> list[int]:
 
 
 def _draw_style(rng: np.random.Generator) -> _Style:
+    """One case's look: per-lab stain vectors and strengths, a patient's gland size and density."""
     stains = np.stack([_H, _E]) + rng.normal(0, 0.06, (2, 3)).astype(np.float32)
     stains = np.clip(stains, 0.02, None)
     return _Style(
@@ -164,7 +165,7 @@ def _gland_centres(rng: np.random.Generator, m: _Morphology, s: _Style) -> np.nd
     u = cols[None, :] + (np.arange(len(rows)) % 2)[:, None] * step[0] / 2
     v = np.broadcast_to(rows[:, None], u.shape)
     pts = np.stack([u.ravel(), v.ravel()], 1) + rng.normal(0, m.disorder, (u.size, 2)) * step
-    angle = s.angle + rng.normal(0, 0.2)
+    angle = s.angle + rng.normal(0, 0.2)  # each image is a differently rotated field of view
     rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     pts = pts @ rot.T + 0.5
     margin = width * m.aspect / 2
@@ -213,11 +214,12 @@ def _nuclei(rng: np.random.Generator, density: np.ndarray, radius: float) -> np.
     seeds = (rng.random(density.shape, np.float32) < density) * strength
     sigma = radius / 1.4
     blobs = cv2.GaussianBlur(seeds, (0, 0), sigma)
+    # a blurred unit impulse peaks at 1 / (2 pi sigma^2): this gain saturates the cores
     return 1 - np.exp(-blobs * 2.5 * np.pi * sigma**2)
 
 
 def _fibres(rng: np.random.Generator, size: int, scale: float) -> np.ndarray:
-    """Wavy fibrous texture of stroma: noise stretched along a random direction."""
+    """Fibrous texture of stroma: unit-std noise stretched along a random direction."""
     noise = rng.standard_normal((size, size), np.float32)
     fibres = cv2.GaussianBlur(noise, (0, 0), sigmaX=3 * scale, sigmaY=0.6 * scale)
     turn = cv2.getRotationMatrix2D((size / 2, size / 2), float(rng.uniform(0, 180)), 1.0)
@@ -238,6 +240,7 @@ class _Regions(NamedTuple):
 
 
 def _regions(rng: np.random.Generator, m: _Morphology, s: _Style, size: int) -> _Regions:
+    """Lay out glands, lumens, rims and stroma; lengths in px at 128^2, scaled to `size`."""
     scale = size / 128
     blank = _blank_corner(rng, size)
     field = _gland_field(rng, m, s, size)
@@ -271,6 +274,7 @@ def _stains(
     nuclei = _nuclei(rng, stroma_d * stroma + rim_d * rim + inner_d * inner, m.nucleus * scale)
     fibres = _fibres(rng, size, scale)
     mottle = cv2.GaussianBlur(rng.standard_normal((size, size), np.float32), (0, 0), scale)
+    # rim: palisade of epithelium, the darkest tissue; lumen: nearly empty
     h = m.stroma[0] * stroma + 1.0 * rim + m.interior[0] * inner + 0.05 * lumen + 1.3 * nuclei
     e = (m.stroma[1] + 0.2 * fibres) * stroma + 0.5 * rim + m.interior[1] * inner + 0.08 * lumen
     e += 0.08 * mottle * (rim + inner) + 0.2 * nuclei
@@ -285,8 +289,8 @@ def _render(
     regions = _regions(rng, m, s, size)
     h, e = _stains(rng, m, s, regions)
     light = 1 + 0.12 * _smooth_noise(rng, size, 2)  # uneven illumination and section thickness
-    od = (h * s.strength[0] * light)[..., None] * s.stains[0]
-    od += (e * s.strength[1] * light)[..., None] * s.stains[1]
+    conc = np.stack([h, e], axis=-1) * light[..., None]  # (size, size, 2)
+    od = conc @ (s.strength[:, None] * s.stains)  # Beer-Lambert: optical densities add, (.., 3)
     od += 0.03 + 0.02 * rng.standard_normal(od.shape, np.float32)
     od = cv2.GaussianBlur(od, (0, 0), 0.6 * size / 128)  # optical blur
     rgb = np.clip(255 * np.exp(-od), 0, 255).astype(np.uint8)
@@ -301,13 +305,30 @@ def _label(r: _Regions, class_name: str, task: Task) -> np.ndarray:
     return np.where(r.blank, 0, np.where(tumour, 2, 1)).astype(np.uint8)
 
 
+def _write_case(
+    root: Path, class_name: str, case: int, n_images: int, seed: int, size: int, task: Task
+) -> None:
+    """Render one case's images: one style (SeedSequence keyed by case), one stream per image."""
+    morph = _MORPHOLOGY[class_name]
+    style = _draw_style(np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(case,))))
+    for k in range(1, n_images + 1):
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(case, k)))
+        rgb, regions = _render(rng, morph, style, size)
+        name = f"SYN{case:05d}-1-400-{k:03d}.png"
+        # zlib level 1: a third of the level-6 encoding time, and the files are a cache anyway
+        Image.fromarray(rgb, "RGB").save(root / class_name / "image" / name, compress_level=1)
+        label = Image.fromarray(_label(regions, class_name, task), "L")
+        label.save(root / class_name / "label" / name, compress_level=1)
+
+
 def generate(
     root: Path, n_images: int, seed: int = 0, size: int = 128, task: Task = "binary"
 ) -> Path:
     """Write the dataset under root (created), return root. Same arguments -> identical bytes.
 
-    Every case and image draws from its own SeedSequence (keyed by case and image number), so
-    images do not depend on drawing order.
+    Cases are numbered across classes (SYN00001, ...); the task changes only the labels, so the
+    binary and multiclass datasets of one seed share their images. Identical bytes hold on one
+    machine and library stack: SIMD code paths elsewhere may round floats differently.
     """
     if task not in ("binary", "multiclass"):
         raise ValueError(f"task must be 'binary' or 'multiclass', got {task!r}")
@@ -317,25 +338,11 @@ def generate(
     layout = np.random.default_rng(seed)
     case = 0
     for class_name, count in zip(CLASS_NAMES, class_counts(n_images), strict=True):
-        morph = _MORPHOLOGY[class_name]
         for folder in ("image", "label"):
             (root / class_name / folder).mkdir(parents=True, exist_ok=True)
         for case_images in _case_sizes(layout, count):
             case += 1
-            style = _draw_style(
-                np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(case,)))
-            )
-            for k in range(1, case_images + 1):
-                rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(case, k)))
-                rgb, regions = _render(rng, morph, style, size)
-                name = f"SYN{case:05d}-1-400-{k:03d}.png"
-                Image.fromarray(rgb, "RGB").save(
-                    root / class_name / "image" / name, compress_level=1
-                )
-                label = _label(regions, class_name, task)
-                Image.fromarray(label, "L").save(
-                    root / class_name / "label" / name, compress_level=1
-                )
+            _write_case(root, class_name, case, case_images, seed, size, task)
     return root
 
 
