@@ -91,7 +91,8 @@ def test_thresholds_setting_feeds_eval(tmp_path):
             r"SPACE: train.loss = 'focal' is invalid.*'bce', 'bce_logits'",
         ),
         (
-            "from ray import tune\nSPACE = {'model.depth': tune.grid_search([4, 6])}\nBASE = {'data.input_size': 32}\n",
+            "from ray import tune\nSPACE = {'model.depth': tune.grid_search([4, 6])}\n"
+            "BASE = {'data.input_size': 32}\n",
             r"2\*\*model.depth = 64",
         ),
         (

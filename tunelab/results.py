@@ -3,7 +3,8 @@
 Pure functions of plain dicts, so the sweep, the tests and analysis share one layout:
 identity columns (sweep, arm, seed, trial_id, status, epochs, time_s), the trial's flat config
 (dotted names, as in the space and in MLflow), `threshold` ("0.5", "otsu", or "argmax" for
-multi-class), `primary` (the trial's first threshold, the one tables report), the metrics at that threshold and the same metrics per tumour class (`iou/Normal`).
+multi-class), `primary` (the trial's first threshold, the one tables report), the metrics at
+that threshold and the same metrics per tumour class (`iou/Normal`).
 """
 
 from __future__ import annotations

@@ -21,9 +21,9 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from analysis.tables import format_markdown, main_table
 from tunelab.data import load
-from tunelab.stopper import ConvergenceStopper
 from tunelab.results import class_names_in, final_status, trial_rows
 from tunelab.space import Study
+from tunelab.stopper import ConvergenceStopper
 from tunelab.sweep import RESULTS_FILE, SweepOptions
 from tunelab.trainable import PROGRESS_METRICS, train_trial
 

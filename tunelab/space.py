@@ -116,7 +116,7 @@ def load_study(path: str | Path) -> Study:
         for n in unknown:
             close = difflib.get_close_matches(n, SETTINGS, n=1)
             lines.append(f"unknown setting {n}" + (f"; did you mean {close[0]}?" if close else ""))
-        _raise(path, lines + [f"valid settings: {', '.join(SETTINGS)}"])
+        _raise(path, [*lines, f"valid settings: {', '.join(SETTINGS)}"])
     study = _study_from(path, names)
     validate(study)
     return study
