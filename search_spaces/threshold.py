@@ -5,7 +5,13 @@ threshold; the results table has one row per trial x threshold.
 """
 
 NAME = "threshold"
-BASE = {"model.depth": 4, "model.base_channels": 16, "train.lr": 1e-3, "train.max_epochs": 30}
+BASE = {
+    "model.depth": 4,
+    "model.base_channels": 16,
+    "model.norm": "batch",
+    "train.lr": 1e-3,
+    "train.max_epochs": 30,
+}
 ARMS = {"baseline": {}}
 THRESHOLDS = [0.5, 0.3, 0.4, 0.6, 0.7]
 SEEDS = [0, 1, 2]
