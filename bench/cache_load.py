@@ -1,6 +1,6 @@
 """First (decode + write) vs second (cached) load of a dataset, into a fresh cache folder.
 
-    python bench/cache_load.py --data ../shared/data/ebhi-seg [--size 64] [--channels 1]
+python bench/cache_load.py --data ../shared/data/ebhi-seg [--size 64] [--channels 1]
 """
 
 from __future__ import annotations

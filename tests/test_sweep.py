@@ -1,6 +1,7 @@
 """End-to-end sweeps on Ray with tiny synthetic data: results, statuses, stopper, resume."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -160,3 +161,28 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(env):
     for result in sweep.glob("*/result.json"):  # and no trial reported an epoch twice
         epochs = [json.loads(line)["epoch"] for line in result.read_text().splitlines()]
         assert epochs == sorted(set(epochs))
+
+
+def test_a_failing_arm_is_recorded_while_the_others_finish(env):
+    space = write_space(
+        env,
+        "ARMS = {'ok': {}, 'broken': {'data.root': '/nonexistent/tunelab-data'}}\nSEEDS = [0]\n",
+    )
+    code = main(
+        [
+            str(space),
+            "--storage",
+            str(env / "runs"),
+            "--num-cpus",
+            "2",
+            "--quiet",
+            "--max-failures",
+            "0",
+        ]
+    )
+    assert code == 0
+    results = pd.read_parquet(env / "runs" / "tiny" / "results.parquet")
+    status = dict(zip(results["arm"], results["status"], strict=False))
+    assert status == {"ok": "completed", "broken": "failed"}
+    broken = results[results["arm"] == "broken"].iloc[0]
+    assert "/nonexistent/tunelab-data" in broken["error"] and math.isnan(broken["iou"])

@@ -158,7 +158,13 @@ def results_frame(study: Study, grid: tune.ResultGrid) -> pd.DataFrame:
             "status": final_status(last, errored=result.error is not None),
             "epochs": int(last.get("epoch", 0)),
             "time_s": float(last.get("time_total_s", float("nan"))),
-            "error": str(result.error).splitlines()[0] if result.error else "",
+            "error": _last_line(result.error),
         }
         rows += trial_rows(cfg, identity, last, class_names_in(last))
     return pd.DataFrame(rows)
+
+
+def _last_line(error: BaseException | None) -> str:
+    """The exception's own message: Ray wraps it under lines about the actor that ran it."""
+    lines = [line for line in str(error or "").splitlines() if line.strip()]
+    return lines[-1].strip() if lines else ""

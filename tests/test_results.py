@@ -1,0 +1,83 @@
+"""Results rows and the aggregated table, from hand-made reports."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from analysis.tables import format_markdown, main_table
+from tunelab.config import TrialConfig
+from tunelab.results import class_names_in, final_status, trial_rows
+
+
+@pytest.mark.parametrize(
+    ("last", "errored", "status"),
+    [
+        ({"status": "completed"}, False, "completed"),
+        ({"status": "converged"}, False, "converged"),
+        ({"status": "diverged"}, False, "diverged"),
+        ({"status": "running"}, False, "pruned"),
+        ({"status": "running"}, True, "failed"),
+        ({}, True, "failed"),
+    ],
+)
+def test_final_status(last, errored, status):
+    assert final_status(last, errored) == status
+
+
+def report(iou: float, thresholds=(0.5, 0.3)) -> dict:
+    last = {"val_foreground_iou_all": 0.6, "val_foreground_dice_all": 0.75}
+    for t in thresholds:
+        last[f"val_iou_t{t:g}"] = iou + t / 10
+        last[f"val_iou_t{t:g}/Normal"] = iou
+    last["val_iou/Normal"] = iou  # the primary threshold also appears without its suffix
+    last["val_iou_otsu"] = iou - 0.01
+    return last
+
+
+def test_one_row_per_threshold_with_config_and_classes():
+    cfg = TrialConfig.from_dict({"eval.thresholds": [0.5, 0.3], "model.dropout": 0.1})
+    identity = {"arm": "a", "seed": 0, "status": "completed"}
+    last = report(0.8)
+    rows = trial_rows(cfg, identity, last, class_names_in(last))
+    assert [r["threshold"] for r in rows] == ["0.5", "0.3", "otsu"]
+    assert [r["primary"] for r in rows] == [True, False, False]
+    assert rows[0]["iou"] == pytest.approx(0.85) and rows[1]["iou"] == pytest.approx(0.83)
+    assert rows[0]["iou/Normal"] == 0.8 and math.isnan(rows[2]["iou/Normal"])
+    assert rows[0]["model.dropout"] == 0.1 and rows[0]["eval.thresholds"] == "0.5,0.3"
+    assert rows[0]["foreground_iou_all"] == 0.6 and math.isnan(rows[0]["dice"])
+
+
+def test_multiclass_has_one_argmax_row():
+    cfg = TrialConfig.from_dict({"data.task": "multiclass", "train.loss": "ce"})
+    rows = trial_rows(cfg, {}, {"val_iou": 0.5, "val_accuracy": 0.9}, [])
+    assert len(rows) == 1 and rows[0]["threshold"] == "argmax"
+    assert rows[0]["iou"] == 0.5 and rows[0]["accuracy"] == 0.9
+
+
+def frame(records):
+    base = {"primary": True, "dice": 0.9, "pixel_error": 0.1, "time_s": 10.0}
+    base |= {"foreground_iou_all": 0.6, "foreground_dice_all": 0.75}
+    base |= {"foreground_pixel_error_all": 0.4}
+    return pd.DataFrame([{**base, **r} for r in records])
+
+
+def test_main_table_averages_scored_trials_only_and_counts_the_rest():
+    results = frame(
+        [
+            {"arm": "a", "seed": 0, "status": "completed", "iou": 0.8},
+            {"arm": "a", "seed": 1, "status": "converged", "iou": 0.9},
+            {"arm": "a", "seed": 2, "status": "diverged", "iou": float("nan")},
+            {"arm": "b", "seed": 0, "status": "pruned", "iou": 0.1},
+            {"arm": "b", "seed": 1, "status": "completed", "iou": 0.7},
+        ]
+    )
+    table = main_table(results).set_index("arm")
+    assert table.loc["a", "iou_mean"] == pytest.approx(0.85)
+    assert table.loc["a", "iou_std"] == pytest.approx(math.sqrt(0.005))  # sample std, ddof 1
+    assert table.loc["a", "n"] == 2 and "1 diverged" in table.loc["a", "statuses"]
+    assert table.loc["b", "iou_mean"] == 0.7 and math.isnan(table.loc["b", "iou_std"])
+    reference = table.loc["all foreground (reference)"]
+    assert reference["iou_mean"] == 0.6 and reference["pixel_error_mean"] == pytest.approx(0.4)
+    text = format_markdown(main_table(results))
+    assert "| a | 0.8500 ± 0.0707 |" in text and "1 pruned, 1 completed" in text
