@@ -2,7 +2,9 @@
 
 from ray import tune
 
+from tunelab import presets
+
 NAME = "depth"
-BASE = {"model.base_channels": 16, "model.norm": "batch", "train.lr": 1e-3, "train.max_epochs": 30}
+BASE = {**presets.SMALL_UNET, "train.max_epochs": 30}  # model.depth is the axis
 SPACE = {"model.depth": tune.grid_search([3, 4, 5])}
 SEEDS = [0, 1, 2]

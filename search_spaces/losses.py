@@ -8,14 +8,10 @@ train study A's full-size model (64 base channels, 5 levels, no norm).
 
 from ray import tune
 
+from tunelab import presets
+
 NAME = "losses"
-BASE = {
-    "model.depth": 4,
-    "model.base_channels": 16,
-    "model.norm": "batch",
-    "train.lr": 1e-3,
-    "train.max_epochs": 12,
-}
+BASE = {**presets.SMALL_UNET, "train.max_epochs": 12}
 SPACE = {"train.loss": tune.grid_search(["bce", "bce_logits", "smooth_l1", "dice"])}
 SEEDS = [0, 1]
 ASHA = {"grace_period": 4, "reduction_factor": 2}

@@ -4,14 +4,10 @@ Every trial reports IoU, Dice and pixel error at each threshold and at each imag
 threshold; the results table has one row per trial x threshold.
 """
 
+from tunelab import presets
+
 NAME = "threshold"
-BASE = {
-    "model.depth": 4,
-    "model.base_channels": 16,
-    "model.norm": "batch",
-    "train.lr": 1e-3,
-    "train.max_epochs": 30,
-}
+BASE = {**presets.SMALL_UNET, "train.max_epochs": 30}
 ARMS = {"baseline": {}}
 THRESHOLDS = [0.5, 0.3, 0.4, 0.6, 0.7]
 SEEDS = [0, 1, 2]

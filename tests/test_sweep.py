@@ -17,18 +17,6 @@ from tunelab.sweep import main
 
 pytestmark = pytest.mark.e2e
 
-TINY_BASE = """
-BASE = {
-    "data.synthetic_images": 40,
-    "data.input_size": 32,
-    "model.depth": 3,
-    "model.base_channels": 4,
-    "train.lr": 1e-3,
-    "train.batch_size": 8,
-    "train.max_epochs": %d,
-}
-"""
-
 
 @pytest.fixture
 def env(tmp_path, monkeypatch):
@@ -37,19 +25,30 @@ def env(tmp_path, monkeypatch):
     return tmp_path
 
 
-def write_space(folder: Path, body: str, epochs: int = 2) -> Path:
-    path = folder / "tiny.py"
-    path.write_text(TINY_BASE % epochs + body)
-    return path
+@pytest.fixture
+def write_space(tiny_trial):
+    """Write a space file `tiny.py` with the tiny trial as BASE, followed by `body`."""
+
+    def write(body: str, epochs: int = 2) -> Path:
+        path = env / "tiny.py"
+        path.write_text(f"BASE = {{**{tiny_trial!r}, 'train.max_epochs': {epochs}}}\n{body}")
+        return path
+
+    return write
 
 
-def test_ablation_sweep_writes_every_trial_and_threshold(env, capsys):
+def sweep(folder: Path, space: Path, *options: str) -> int:
+    """Run the sweep CLI in this process on a local 2-CPU Ray instance."""
+    storage = ["--storage", str(folder / "runs"), "--num-cpus", "2", "--quiet"]
+    return main([str(space), *storage, *options])
+
+
+def test_ablation_sweep_writes_every_trial_and_threshold(env, write_space, capsys):
     space = write_space(
-        env,
         "ARMS = {'baseline': {}, 'dropout': {'model.dropout': 0.2}}\n"
         "SEEDS = [0, 1]\nTHRESHOLDS = [0.5, 0.3]\n",
     )
-    code = main([str(space), "--storage", str(env / "runs"), "--num-cpus", "2", "--quiet"])
+    code = sweep(env, space)
     assert code == 0
     results = pd.read_parquet(env / "runs" / "tiny" / "results.parquet")
     # 2 arms x 2 seeds x (2 thresholds + Otsu)
@@ -69,15 +68,14 @@ def test_ablation_sweep_writes_every_trial_and_threshold(env, capsys):
     assert "results.parquet" in out
 
 
-def test_search_with_asha_prunes_and_labels_arms(env):
+def test_search_with_asha_prunes_and_labels_arms(env, write_space):
     space = write_space(
-        env,
         "from ray import tune\n"
         "SPACE = {'train.lr': tune.grid_search([1e-3, 3e-3, 1e-2, 3e-2])}\n"
         "SEEDS = [0]\nASHA = {'grace_period': 1, 'reduction_factor': 2}\n",
         epochs=4,
     )
-    code = main([str(space), "--storage", str(env / "runs"), "--num-cpus", "2", "--quiet"])
+    code = sweep(env, space)
     assert code == 0
     results = pd.read_parquet(env / "runs" / "tiny" / "results.parquet")
     primary = results[results["primary"]]
@@ -97,89 +95,63 @@ def test_stopper_applies_the_rule_to_reported_values():
     assert not stopper.stop_all()
 
 
-def test_convergence_stopper_ends_trials_as_converged(env):
+def test_convergence_stopper_ends_trials_as_converged(env, write_space):
     space = write_space(
-        env,
         "ARMS = {'baseline': {'stop.window': 3, 'stop.patience': 0, 'stop.min_epochs': 0,"
         " 'stop.threshold': 100.0}}\nSEEDS = [0]\n",
         epochs=8,
     )
     # the stopper is built from the base config, so the rule's settings go there too
-    code = main(
-        [
-            str(space),
-            "--storage",
-            str(env / "runs"),
-            "--num-cpus",
-            "2",
-            "--quiet",
-            "--set",
-            "stop.patience=0",
-            "--set",
-            "stop.min_epochs=0",
-        ]
-    )
+    code = sweep(env, space, "--set", "stop.patience=0", "--set", "stop.min_epochs=0")
     assert code == 0
     results = pd.read_parquet(env / "runs" / "tiny" / "results.parquet")
     assert set(results["status"]) == {"converged"} and set(results["epochs"]) == {3}
 
 
-def _finished_trials(sweep: Path) -> dict[str, str]:
+def _finished_trials(sweep_dir: Path) -> dict[str, str]:
     done = {}
-    for result in sweep.glob("*/result.json"):
+    for result in sweep_dir.glob("*/result.json"):
         lines = result.read_text().splitlines()
         if lines and json.loads(lines[-1]).get("status") == "completed":
             done[result.parent.name] = result.read_text()
     return done
 
 
-def test_interrupted_sweep_resumes_without_rerunning_finished_trials(env):
+def test_interrupted_sweep_resumes_without_rerunning_finished_trials(env, write_space):
     space = write_space(
-        env, "ARMS = {'a': {}, 'b': {'model.dropout': 0.1}, 'c': {}}\nSEEDS = [0, 1]\n", epochs=3
+        "ARMS = {'a': {}, 'b': {'model.dropout': 0.1}, 'c': {}}\nSEEDS = [0, 1]\n", epochs=3
     )
     command = [sys.executable, "-m", "tunelab.sweep", str(space), "--storage", str(env / "runs")]
     command += ["--num-cpus", "2", "--quiet"]
-    sweep = env / "runs" / "tiny"
+    sweep_dir = env / "runs" / "tiny"
     driver = subprocess.Popen(command, env=os.environ.copy(), stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
-    while len(_finished_trials(sweep)) < 2 and driver.poll() is None:
+    while len(_finished_trials(sweep_dir)) < 2 and driver.poll() is None:
         assert time.monotonic() < deadline, "no trial finished in time"
         time.sleep(0.5)
     driver.send_signal(signal.SIGINT)  # Ctrl+C: Tune saves its state and stops
     assert driver.wait(timeout=120) == 130
-    finished = _finished_trials(sweep)
+    finished = _finished_trials(sweep_dir)
     assert 2 <= len(finished) < 6
-    assert not (sweep / "results.parquet").exists()
+    assert not (sweep_dir / "results.parquet").exists()
 
     resumed = subprocess.run([*command, "--resume"], env=os.environ.copy(), timeout=600)
     assert resumed.returncode == 0
-    results = pd.read_parquet(sweep / "results.parquet")
+    results = pd.read_parquet(sweep_dir / "results.parquet")
     primary = results[results["primary"]]
     assert len(primary) == 6 and (primary["status"] == "completed").all()
     for trial, text in finished.items():  # finished trials were not run again
-        assert (sweep / trial / "result.json").read_text() == text
-    for result in sweep.glob("*/result.json"):  # and no trial reported an epoch twice
+        assert (sweep_dir / trial / "result.json").read_text() == text
+    for result in sweep_dir.glob("*/result.json"):  # and no trial reported an epoch twice
         epochs = [json.loads(line)["epoch"] for line in result.read_text().splitlines()]
         assert epochs == sorted(set(epochs))
 
 
-def test_a_failing_arm_is_recorded_while_the_others_finish(env):
+def test_a_failing_arm_is_recorded_while_the_others_finish(env, write_space):
     space = write_space(
-        env,
         "ARMS = {'ok': {}, 'broken': {'data.root': '/nonexistent/tunelab-data'}}\nSEEDS = [0]\n",
     )
-    code = main(
-        [
-            str(space),
-            "--storage",
-            str(env / "runs"),
-            "--num-cpus",
-            "2",
-            "--quiet",
-            "--max-failures",
-            "0",
-        ]
-    )
+    code = sweep(env, space, "--max-failures", "0")
     assert code == 0
     results = pd.read_parquet(env / "runs" / "tiny" / "results.parquet")
     status = dict(zip(results["arm"], results["status"], strict=False))

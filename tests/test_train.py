@@ -15,24 +15,16 @@ def cache(tmp_path_factory):
     return str(tmp_path_factory.mktemp("cache"))
 
 
-def tiny(cache: str, **overrides) -> TrialConfig:
-    return TrialConfig.from_dict(
-        {
-            "data.cache_dir": cache,
-            "data.synthetic_images": 40,
-            "data.input_size": 32,
-            "model.depth": 3,
-            "model.base_channels": 4,
-            "train.lr": 1e-3,
-            "train.batch_size": 8,
-            "train.max_epochs": 2,
-            **overrides,
-        }
-    )
+@pytest.fixture(scope="module")
+def tiny(cache, tiny_trial):
+    def make(**overrides) -> TrialConfig:
+        return TrialConfig.from_dict({"data.cache_dir": cache, **tiny_trial, **overrides})
+
+    return make
 
 
-def test_fit_yields_one_result_per_epoch_with_metrics(cache):
-    results = list(fit(tiny(cache)))
+def test_fit_yields_one_result_per_epoch_with_metrics(tiny):
+    results = list(fit(tiny()))
     assert [r.epoch for r in results] == [1, 2]
     assert [r.status for r in results] == ["running", "completed"]
     last = results[-1]
@@ -44,23 +36,23 @@ def test_fit_yields_one_result_per_epoch_with_metrics(cache):
     assert flat["lr"] == 1e-3 and flat["epoch_seconds"] > 0
 
 
-def test_same_config_same_numbers(cache):
-    first = [r.val_loss for r in fit(tiny(cache))]
-    second = [r.val_loss for r in fit(tiny(cache))]
+def test_same_config_same_numbers(tiny):
+    first = [r.val_loss for r in fit(tiny())]
+    second = [r.val_loss for r in fit(tiny())]
     assert first == second
-    other_seed = [r.val_loss for r in fit(tiny(cache, seed=1))]
+    other_seed = [r.val_loss for r in fit(tiny(seed=1))]
     assert other_seed != first
 
 
-def test_nan_loss_ends_as_diverged(cache):
-    trainer = Trainer(tiny(cache, **{"train.max_epochs": 5}))
+def test_nan_loss_ends_as_diverged(tiny):
+    trainer = Trainer(tiny(**{"train.max_epochs": 5}))
     trainer.loss_fn = lambda logits, target, weights: logits.mean() * math.nan
     results = list(trainer.epochs())
     assert len(results) == 1
     assert results[0].status == "diverged" and results[0].metrics == {}
 
 
-def test_convergence_ends_the_run(cache):
+def test_convergence_ends_the_run(tiny):
     cfg = tiny(
         cache,
         **{
@@ -80,15 +72,15 @@ def test_convergence_ends_the_run(cache):
     assert len(free) == 10 and free[2].status == "converged"
 
 
-def test_disabled_rule_still_reports_the_trend(cache):
-    cfg = tiny(cache, **{"train.max_epochs": 4, "stop.enabled": False, "stop.window": 3})
+def test_disabled_rule_still_reports_the_trend(tiny):
+    cfg = tiny(**{"train.max_epochs": 4, "stop.enabled": False, "stop.window": 3})
     results = list(fit(cfg))
     assert len(results) == 4 and results[-1].status == "completed"
     assert results[-1].trend is not None
 
 
-def test_resume_from_state_continues_exactly(cache):
-    cfg = tiny(cache, **{"train.max_epochs": 3, "model.dropout": 0.3})
+def test_resume_from_state_continues_exactly(tiny):
+    cfg = tiny(**{"train.max_epochs": 3, "model.dropout": 0.3})
     data = prepare(cfg)
     straight = [r.val_loss for r in Trainer(cfg, data).epochs()]
     first = Trainer(cfg, data)
@@ -101,20 +93,20 @@ def test_resume_from_state_continues_exactly(cache):
     assert rest == straight[2:]
 
 
-def test_wce_uses_training_class_frequencies(cache):
-    trainer = Trainer(tiny(cache, **{"train.loss": "wce"}))
+def test_wce_uses_training_class_frequencies(tiny):
+    trainer = Trainer(tiny(**{"train.loss": "wce"}))
     weights = trainer.class_weights
     assert weights is not None and weights.shape == (2,)
     assert torch.isclose(weights.sum(), torch.tensor(1.0))
 
 
-def test_multiclass_trains(cache):
-    cfg = tiny(cache, **{"data.task": "multiclass", "train.loss": "dice_ce", "data.channels": 3})
+def test_multiclass_trains(tiny):
+    cfg = tiny(**{"data.task": "multiclass", "train.loss": "dice_ce", "data.channels": 3})
     last = list(fit(cfg))[-1]
     assert last.status == "completed" and "dice_c2" in last.metrics
 
 
-def test_plateau_schedule_lowers_lr(cache):
+def test_plateau_schedule_lowers_lr(tiny):
     cfg = tiny(
         cache,
         **{
