@@ -6,8 +6,9 @@ import math
 
 import pandas as pd
 
+from tunelab.results import SCORED_STATUSES
+
 TABLE_METRICS = ("iou", "dice", "pixel_error", "time_s")
-SCORED_STATUSES = ("completed", "converged")
 
 
 def main_table(results: pd.DataFrame) -> pd.DataFrame:

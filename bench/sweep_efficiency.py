@@ -1,7 +1,7 @@
 """Epochs and wall time a sweep spends with ASHA + the convergence stopper vs with neither.
 
 Runs the same space twice and compares total epochs, wall time, the best arm and the ranking of
-the top 3 (by mean primary metric over the arm's scored seeds).
+the top 3, by the mean primary metric over each arm's scored seeds (what the table prints).
 
     python bench/sweep_efficiency.py search_spaces/losses.py [sweep options, e.g. --data DIR]
 """
@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.common import save
+from tunelab.results import SCORED_STATUSES
 from tunelab.space import load_study
 from tunelab.sweep import RESULTS_FILE
 from tunelab.sweep import main as sweep_main
@@ -30,10 +31,15 @@ def run(space: str, extra: list[str], storage: str) -> tuple[pd.DataFrame, float
     return results[results["primary"]], elapsed
 
 
-def ranking(results: pd.DataFrame, metric: str, ascending: bool) -> list[str]:
-    """Arms ordered by the mean final score of all their trials, pruned ones included."""
-    means = results.groupby("arm")[metric].mean()
-    return list(means.sort_values(ascending=ascending).index)
+def arm_means(results: pd.DataFrame, metric: str, ascending: bool) -> dict[str, float]:
+    """Arms, best first, by the mean over their scored seeds: the number the table prints.
+
+    An arm with no completed or converged seed (all pruned) ranks last.
+    """
+    scored = results[results["status"].isin(SCORED_STATUSES)]
+    means = scored.groupby("arm")[metric].mean().sort_values(ascending=ascending)
+    unscored = sorted(set(results["arm"]) - set(means.index))
+    return {**means.to_dict(), **dict.fromkeys(unscored, float("nan"))}
 
 
 def main() -> None:
@@ -47,11 +53,13 @@ def main() -> None:
         runs["full"] = run(space, full, f"{folder}/full")
     summary = {}
     for name, (results, seconds) in runs.items():
-        order = ranking(results, metric, ascending=study.mode == "min")
+        means = arm_means(results, metric, ascending=study.mode == "min")
+        order = list(means)
         summary[name] = {
             "epochs": int(results["epochs"].sum()),
             "wall_s": seconds,
             "ranking": order,
+            "arm_means": means,
             "statuses": results["status"].value_counts().to_dict(),
         }
         print(

@@ -15,7 +15,6 @@ from typing import Any
 from tunelab.config import TrialConfig
 
 METRICS = ("iou", "dice", "pixel_error", "accuracy")
-FINAL_STATUSES = ("completed", "converged", "pruned", "diverged", "failed")
 # statuses whose numbers describe a trained model; the rest are shown, never averaged in
 SCORED_STATUSES = ("completed", "converged")
 

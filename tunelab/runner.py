@@ -20,6 +20,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from analysis.tables import format_markdown, main_table
+from tunelab.config import TrialConfig
 from tunelab.data import load
 from tunelab.results import class_names_in, final_status, trial_rows
 from tunelab.space import Study
@@ -38,7 +39,7 @@ def run_sweep(study: Study, options: SweepOptions) -> str:
     try:
         base = study.trial_config({"seed": study.seeds[0]})
         load(base.data)  # decode (or generate) the data once here, not in every trial at once
-        tuner = _tuner(study, options, base.train.max_epochs)
+        tuner = _tuner(study, options, base)
         with _ctrl_c_saves_state() as interrupted:
             grid = tuner.fit()
     finally:
@@ -74,6 +75,9 @@ def _ctrl_c_saves_state() -> Iterator[threading.Event]:
 
 
 def _init_ray(options: SweepOptions) -> None:
+    # Every epoch checkpoints and, with num_to_keep, forces a snapshot of the experiment state
+    # (what makes --resume exact); Ray warns about that on every trial. The snapshot stays.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if options.address:
         ray.init(address=options.address, log_to_driver=True)
         return
@@ -93,7 +97,8 @@ def _resources(study: Study, options: SweepOptions) -> dict[str, float]:
     return {"cpu": study.resources["cpu"], "gpu": gpu}
 
 
-def _tuner(study: Study, options: SweepOptions, max_epochs: int) -> tune.Tuner:
+def _tuner(study: Study, options: SweepOptions, base: TrialConfig) -> tune.Tuner:
+    """The Tuner of a new sweep, or the restored one with --resume."""
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, study=study), _resources(study, options)
     )
@@ -107,14 +112,13 @@ def _tuner(study: Study, options: SweepOptions, max_epochs: int) -> tune.Tuner:
     scheduler = (
         ASHAScheduler(
             time_attr="epoch",
-            max_t=max_epochs,
-            grace_period=min(study.asha["grace_period"], max_epochs),  # short smoke runs
+            max_t=base.train.max_epochs,
+            grace_period=min(study.asha["grace_period"], base.train.max_epochs),  # short runs
             reduction_factor=study.asha["reduction_factor"],
         )
         if study.scheduler == "asha"
         else FIFOScheduler()
     )
-    base = study.trial_config({"seed": study.seeds[0]})
     stopper = ConvergenceStopper.from_config(base.stop) if base.stop.enabled else None
     return tune.Tuner(
         trainable,

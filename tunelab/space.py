@@ -22,6 +22,7 @@ produce, and every combination of the discrete values, so a bad file fails in se
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib.util
 import itertools
@@ -100,7 +101,7 @@ class Study:
 
     def with_base(self, overrides: dict[str, Any]) -> Study:
         """The same study with extra base overrides (from the CLI), validated again."""
-        study = Study(**{**self.__dict__, "base": {**self.base, **overrides}})
+        study = dataclasses.replace(self, base={**self.base, **overrides})
         validate(study)
         return study
 

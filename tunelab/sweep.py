@@ -7,7 +7,7 @@ about a second and nothing is started.
 from __future__ import annotations
 
 import argparse
-import os
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass
@@ -25,7 +25,6 @@ class SweepOptions:
     storage: Path
     address: str | None
     resume: bool
-    cpus_per_trial: float | None
     gpus_per_trial: float | None
     max_failures: int
     num_cpus: int | None
@@ -101,7 +100,7 @@ def study_from_args(args: argparse.Namespace) -> Study:
             resources["gpu"] = args.gpus_per_trial
         changes["resources"] = resources
     if changes:
-        study = Study(**{**study.__dict__, **changes})
+        study = dataclasses.replace(study, **changes)
     return study.with_base(overrides) if overrides else study
 
 
@@ -117,7 +116,6 @@ def main(argv: list[str] | None = None) -> int:
         storage=Path(args.storage).resolve() if "://" not in args.storage else args.storage,
         address=args.address,
         resume=args.resume,
-        cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial,
         max_failures=args.max_failures,
         num_cpus=args.num_cpus,
@@ -137,5 +135,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     raise SystemExit(main())
