@@ -26,7 +26,7 @@ def env(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def write_space(tiny_trial):
+def write_space(env, tiny_trial):
     """Write a space file `tiny.py` with the tiny trial as BASE, followed by `body`."""
 
     def write(body: str, epochs: int = 2) -> Path:

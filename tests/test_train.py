@@ -54,7 +54,6 @@ def test_nan_loss_ends_as_diverged(tiny):
 
 def test_convergence_ends_the_run(tiny):
     cfg = tiny(
-        cache,
         **{
             "train.max_epochs": 10,
             "stop.window": 3,
@@ -108,7 +107,6 @@ def test_multiclass_trains(tiny):
 
 def test_plateau_schedule_lowers_lr(tiny):
     cfg = tiny(
-        cache,
         **{
             "train.lr_schedule": "plateau",
             "train.plateau_patience": 0,
