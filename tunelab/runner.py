@@ -103,7 +103,7 @@ def _tuner(study: Study, options: SweepOptions, base: TrialConfig) -> tune.Tuner
         tune.with_parameters(train_trial, study=study), _resources(study, options)
     )
     trainable._progress_metrics = PROGRESS_METRICS  # Ray's hook for what its live output shows
-    storage = str(options.storage)
+    storage = options.storage
     if options.resume:
         path = os.path.join(storage, study.name)
         if not tune.Tuner.can_restore(path):

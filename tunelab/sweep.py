@@ -22,7 +22,7 @@ RESULTS_FILE = "results.parquet"
 
 @dataclass(frozen=True)
 class SweepOptions:
-    storage: Path
+    storage: str  # an absolute local path or a URI (s3://, gs://, ...)
     address: str | None
     resume: bool
     gpus_per_trial: float | None
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     options = SweepOptions(
-        storage=Path(args.storage).resolve() if "://" not in args.storage else args.storage,
+        storage=args.storage if "://" in args.storage else str(Path(args.storage).resolve()),
         address=args.address,
         resume=args.resume,
         gpus_per_trial=args.gpus_per_trial,
