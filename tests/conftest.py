@@ -1,8 +1,15 @@
-"""Shared fixtures: `make_png_dataset` writes tiny PNG datasets, so data tests read no real data."""
+"""Shared fixtures: `make_png_dataset` writes tiny PNG datasets, so data tests read no real data;
+`env`, `write_space` and `sweep` run tiny sweeps in a temporary folder; `mlflow_service` starts
+MLflow's server or UI on loopback."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -75,3 +82,80 @@ def tiny_trial() -> dict[str, object]:
         "train.batch_size": 8,
         "train.max_epochs": 2,
     }
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A temporary folder holding the data cache and the MLflow store of one test's sweeps."""
+    monkeypatch.setenv("TUNELAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("RAY_DEDUP_LOGS", "1")
+    return tmp_path
+
+
+@pytest.fixture
+def write_space(env: Path, tiny_trial: dict[str, object]) -> Callable[..., Path]:
+    """Write a space file `tiny.py` with the tiny trial as BASE, followed by `body`."""
+
+    def write(body: str, epochs: int = 2) -> Path:
+        path = env / "tiny.py"
+        path.write_text(f"BASE = {{**{tiny_trial!r}, 'train.max_epochs': {epochs}}}\n{body}")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def sweep(env: Path) -> Callable[..., int]:
+    """sweep(space, *options): the sweep CLI in this process on a local 2-CPU Ray instance,
+    storing under `env`/runs."""
+    from tunelab.sweep import main
+
+    def run(space: Path, *options: str) -> int:
+        storage = ["--storage", str(env / "runs"), "--num-cpus", "2", "--quiet"]
+        return main([str(space), *storage, *options])
+
+    return run
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_service(tmp_path: Path) -> Iterator[Callable[..., str]]:
+    """start("server" | "ui", *args) -> URL: MLflow on 127.0.0.1 and a free port, answering
+    /health; stopped when the test ends."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(command: str, *args: str) -> str:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        log = tmp_path / f"mlflow-{command}-{port}.log"
+        address = ["--host", "127.0.0.1", "--port", str(port)]
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", command, *address, *args],
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+        )
+        started.append(process)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while True:
+            assert process.poll() is None, f"mlflow {command} exited:\n{log.read_text()}"
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=1).close()
+                return url
+            except OSError:
+                assert time.monotonic() < deadline, f"mlflow {command} did not start in 90 s"
+                time.sleep(0.5)
+
+    yield start
+    for process in started:
+        process.terminate()
+        process.wait(timeout=30)

@@ -13,42 +13,16 @@ import pandas as pd
 import pytest
 
 from tunelab.stopper import ConvergenceStopper
-from tunelab.sweep import main
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("TUNELAB_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("RAY_DEDUP_LOGS", "1")
-    return tmp_path
-
-
-@pytest.fixture
-def write_space(env, tiny_trial):
-    """Write a space file `tiny.py` with the tiny trial as BASE, followed by `body`."""
-
-    def write(body: str, epochs: int = 2) -> Path:
-        path = env / "tiny.py"
-        path.write_text(f"BASE = {{**{tiny_trial!r}, 'train.max_epochs': {epochs}}}\n{body}")
-        return path
-
-    return write
-
-
-def sweep(folder: Path, space: Path, *options: str) -> int:
-    """Run the sweep CLI in this process on a local 2-CPU Ray instance."""
-    storage = ["--storage", str(folder / "runs"), "--num-cpus", "2", "--quiet"]
-    return main([str(space), *storage, *options])
-
-
-def test_ablation_sweep_writes_every_trial_and_threshold(env, write_space, capsys):
+def test_ablation_sweep_writes_every_trial_and_threshold(env, write_space, sweep, capsys):
     space = write_space(
         "ARMS = {'baseline': {}, 'dropout': {'model.dropout': 0.2}}\n"
         "SEEDS = [0, 1]\nTHRESHOLDS = [0.5, 0.3]\n",
     )
-    code = sweep(env, space)
+    code = sweep(space)
     assert code == 0
     results = pd.read_parquet(env / "runs" / "tiny" / "results.parquet")
     # 2 arms x 2 seeds x (2 thresholds + Otsu)
@@ -68,14 +42,14 @@ def test_ablation_sweep_writes_every_trial_and_threshold(env, write_space, capsy
     assert "results.parquet" in out
 
 
-def test_search_with_asha_prunes_and_labels_arms(env, write_space):
+def test_search_with_asha_prunes_and_labels_arms(env, write_space, sweep):
     space = write_space(
         "from ray import tune\n"
         "SPACE = {'train.lr': tune.grid_search([1e-3, 3e-3, 1e-2, 3e-2])}\n"
         "SEEDS = [0]\nASHA = {'grace_period': 1, 'reduction_factor': 2}\n",
         epochs=4,
     )
-    code = sweep(env, space)
+    code = sweep(space)
     assert code == 0
     results = pd.read_parquet(env / "runs" / "tiny" / "results.parquet")
     primary = results[results["primary"]]
@@ -95,14 +69,14 @@ def test_stopper_applies_the_rule_to_reported_values():
     assert not stopper.stop_all()
 
 
-def test_convergence_stopper_ends_trials_as_converged(env, write_space):
+def test_convergence_stopper_ends_trials_as_converged(env, write_space, sweep):
     space = write_space(
         "ARMS = {'baseline': {'stop.window': 3, 'stop.patience': 0, 'stop.min_epochs': 0,"
         " 'stop.threshold': 100.0}}\nSEEDS = [0]\n",
         epochs=8,
     )
     # the stopper is built from the base config, so the rule's settings go there too
-    code = sweep(env, space, "--set", "stop.patience=0", "--set", "stop.min_epochs=0")
+    code = sweep(space, "--set", "stop.patience=0", "--set", "stop.min_epochs=0")
     assert code == 0
     results = pd.read_parquet(env / "runs" / "tiny" / "results.parquet")
     assert set(results["status"]) == {"converged"} and set(results["epochs"]) == {3}
@@ -147,11 +121,11 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(env, write_
         assert epochs == sorted(set(epochs))
 
 
-def test_a_failing_arm_is_recorded_while_the_others_finish(env, write_space):
+def test_a_failing_arm_is_recorded_while_the_others_finish(env, write_space, sweep):
     space = write_space(
         "ARMS = {'ok': {}, 'broken': {'data.root': '/nonexistent/tunelab-data'}}\nSEEDS = [0]\n",
     )
-    code = sweep(env, space, "--max-failures", "0")
+    code = sweep(space, "--max-failures", "0")
     assert code == 0
     results = pd.read_parquet(env / "runs" / "tiny" / "results.parquet")
     status = dict(zip(results["arm"], results["status"], strict=False))

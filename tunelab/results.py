@@ -70,3 +70,9 @@ def class_names_in(last: dict[str, Any]) -> list[str]:
 
 def _number(value: Any) -> float:
     return float(value) if isinstance(value, (int, float)) else math.nan
+
+
+def error_message(text: str) -> str:
+    """The exception's own message: Ray wraps it under lines about the actor that ran it."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""

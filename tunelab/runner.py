@@ -6,9 +6,12 @@ Kept apart from `sweep.py` so the CLI validates a space without importing Ray or
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
 import signal
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,11 +25,24 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from analysis.tables import format_markdown, main_table
 from tunelab.config import TrialConfig
 from tunelab.data import load
-from tunelab.results import class_names_in, final_status, trial_rows
+from tunelab.results import class_names_in, error_message, final_status, trial_rows
 from tunelab.space import Study
 from tunelab.stopper import ConvergenceStopper
 from tunelab.sweep import RESULTS_FILE, SweepOptions
-from tunelab.trainable import PROGRESS_METRICS, train_trial
+from tunelab.tracking import (
+    CONVERGENCE_METRICS,
+    EPOCH_METRICS,
+    SweepTracker,
+    check_reachable,
+    end_sweep,
+    ui_command,
+)
+from tunelab.trainable import PREVIEW_FILE, PROGRESS_METRICS, train_trial
+
+EPOCHS_FILE = "epochs.parquet"
+TABLE_FILE = "results.md"
+PREVIEWS_FOLDER = "previews"
+IDENTITY_FILE = "tunelab.json"  # the sweep's id and MLflow experiment, read back by --resume
 
 
 class SweepInterrupted(RuntimeError):
@@ -35,25 +51,54 @@ class SweepInterrupted(RuntimeError):
 
 def run_sweep(study: Study, options: SweepOptions) -> str:
     """Run every trial of the study (or resume them) and return the printed summary."""
+    # the tracker logs from this process; MLflow's client reads the URI from the environment
+    os.environ["MLFLOW_TRACKING_URI"] = options.mlflow_uri
+    check_reachable(options.mlflow_uri)
+    sweep_dir = Path(options.storage) / study.name
+    sweep_id, experiment = _sweep_identity(sweep_dir, study, options)
     _init_ray(options)
     try:
         base = study.trial_config({"seed": study.seeds[0]})
         load(base.data)  # decode (or generate) the data once here, not in every trial at once
-        tuner = _tuner(study, options, base)
+        tracker = SweepTracker(study, sweep_id, experiment, options.log_model)
+        tuner = _tuner(study, options, base, tracker)
         with _ctrl_c_saves_state() as interrupted:
             grid = tuner.fit()
     finally:
         ray.shutdown()
-    sweep_dir = Path(grid.experiment_path)
     if interrupted.is_set():
+        end_sweep(sweep_id, experiment, [], "KILLED")
         raise SweepInterrupted(
             f"sweep interrupted; its state is saved in {sweep_dir}. "
             "Continue it with the same command plus --resume"
         )
     results = results_frame(study, grid)
     results.to_parquet(sweep_dir / RESULTS_FILE, index=False)
+    epochs_frame(study, grid).to_parquet(sweep_dir / EPOCHS_FILE, index=False)
+    copy_previews(grid, sweep_dir / PREVIEWS_FOLDER)
     table = format_markdown(main_table(results))
-    return f"\n{table}\n\nresults: {sweep_dir / RESULTS_FILE}\nRay experiment: {sweep_dir}"
+    (sweep_dir / TABLE_FILE).write_text(table + "\n")
+    files = [sweep_dir / name for name in (RESULTS_FILE, EPOCHS_FILE, TABLE_FILE)]
+    parent_run = end_sweep(sweep_id, experiment, files, "FINISHED")
+    return (
+        f"\n{table}\n\nresults: {sweep_dir / RESULTS_FILE}\nRay experiment: {sweep_dir}\n"
+        f"MLflow: experiment '{experiment}' (sweep run {parent_run}) in {options.mlflow_uri}\n"
+        f"open the MLflow UI: {ui_command(options.mlflow_uri)}"
+    )
+
+
+def _sweep_identity(sweep_dir: Path, study: Study, options: SweepOptions) -> tuple[str, str]:
+    """(sweep id, MLflow experiment): new for a new sweep, read back for --resume."""
+    path = sweep_dir / IDENTITY_FILE
+    if options.resume:
+        if not path.is_file():
+            raise SystemExit(f"error: nothing to resume at {sweep_dir} (no {IDENTITY_FILE})")
+        saved = json.loads(path.read_text())
+        return saved["sweep_id"], saved["experiment"]
+    identity = {"sweep_id": uuid.uuid4().hex[:12], "experiment": options.experiment or study.name}
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(identity) + "\n")
+    return identity["sweep_id"], identity["experiment"]
 
 
 @contextlib.contextmanager
@@ -97,8 +142,14 @@ def _resources(study: Study, options: SweepOptions) -> dict[str, float]:
     return {"cpu": study.resources["cpu"], "gpu": gpu}
 
 
-def _tuner(study: Study, options: SweepOptions, base: TrialConfig) -> tune.Tuner:
-    """The Tuner of a new sweep, or the restored one with --resume."""
+def _tuner(
+    study: Study, options: SweepOptions, base: TrialConfig, tracker: SweepTracker
+) -> tune.Tuner:
+    """The Tuner of a new sweep, or the restored one with --resume.
+
+    A restored Tuner keeps the callbacks it was pickled with: the tracker of the first run,
+    whose sweep id and experiment are the ones `_sweep_identity` reads back.
+    """
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, study=study), _resources(study, options)
     )
@@ -135,6 +186,7 @@ def _tuner(study: Study, options: SweepOptions, base: TrialConfig) -> tune.Tuner
             name=study.name,
             storage_path=storage,
             stop=stopper,
+            callbacks=[tracker],
             failure_config=tune.FailureConfig(max_failures=options.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             verbose=options.verbose,
@@ -147,28 +199,61 @@ def _trial_name(study: Study, params: dict[str, Any], trial_id: str) -> str:
     return f"{label}_s{params.get('seed')}_{trial_id}"
 
 
+def trial_identity(study: Study, result: tune.Result) -> dict[str, Any]:
+    """The columns that name a trial in every table: sweep, arm, seed, trial id, status."""
+    params = result.config or {}
+    last = result.metrics or {}
+    return {
+        "sweep": study.name,
+        "arm": study.arm_label(params),
+        "seed": study.trial_config(params).seed,
+        "trial_id": _trial_id(result),
+        "status": final_status(last, errored=result.error is not None),
+    }
+
+
 def results_frame(study: Study, grid: tune.ResultGrid) -> pd.DataFrame:
     """One row per trial x threshold; every trial appears, whatever its status."""
     rows: list[dict[str, Any]] = []
     for result in grid:
-        params = result.config or {}
         last = result.metrics or {}
-        cfg = study.trial_config(params)
         identity = {
-            "sweep": study.name,
-            "arm": study.arm_label(params),
-            "seed": cfg.seed,
-            "trial_id": last.get("trial_id", Path(result.path).name),
-            "status": final_status(last, errored=result.error is not None),
+            **trial_identity(study, result),
             "epochs": int(last.get("epoch", 0)),
             "time_s": float(last.get("time_total_s", float("nan"))),
-            "error": _last_line(result.error),
+            "node_id": str(last.get("node_id", "")),
+            "error": error_message(str(result.error or "")),
         }
+        cfg = study.trial_config(result.config or {})
         rows += trial_rows(cfg, identity, last, class_names_in(last))
     return pd.DataFrame(rows)
 
 
-def _last_line(error: BaseException | None) -> str:
-    """The exception's own message: Ray wraps it under lines about the actor that ran it."""
-    lines = [line for line in str(error or "").splitlines() if line.strip()]
-    return lines[-1].strip() if lines else ""
+def epochs_frame(study: Study, grid: tune.ResultGrid) -> pd.DataFrame:
+    """One row per trial x epoch: losses, trend and validation metrics, for learning curves."""
+    frames = []
+    for result in grid:
+        history = result.metrics_dataframe
+        if history is None or "epoch" not in history:
+            continue  # failed before its first epoch
+        logged = EPOCH_METRICS + CONVERGENCE_METRICS
+        columns = [c for c in history if c in logged or c.startswith("val_")]
+        # a resumed trial repeats the epochs after its checkpoint; keep what MLflow keeps
+        frame = history[columns].drop_duplicates("epoch")
+        identity = pd.DataFrame([trial_identity(study, result)] * len(frame), index=frame.index)
+        frames.append(pd.concat([identity, frame], axis=1))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def copy_previews(grid: tune.ResultGrid, folder: Path) -> None:
+    """Each trial's last prediction preview, as `<folder>/<trial id>.npz`, for analysis."""
+    folder.mkdir(exist_ok=True)
+    for result in grid:
+        if result.checkpoint is None:
+            continue
+        with result.checkpoint.as_directory() as saved:
+            shutil.copy(Path(saved) / PREVIEW_FILE, folder / f"{_trial_id(result)}.npz")
+
+
+def _trial_id(result: tune.Result) -> str:
+    return str((result.metrics or {}).get("trial_id", Path(result.path).name))

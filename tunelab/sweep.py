@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -29,6 +30,9 @@ class SweepOptions:
     max_failures: int
     num_cpus: int | None
     verbose: int
+    mlflow_uri: str  # sqlite:///... or http://HOST:PORT
+    experiment: str | None  # MLflow experiment; None: the space's NAME
+    log_model: bool
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,6 +78,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-failures", type=int, default=1, help="retries of a trial that raises (default 1)"
     )
     parser.add_argument("--quiet", action="store_true", help="no live trial table")
+    parser.add_argument(
+        "--mlflow-uri",
+        help="MLflow tracking URI, e.g. http://127.0.0.1:5000 (default: $MLFLOW_TRACKING_URI, "
+        "else sqlite:///./mlflow.db, which `mlflow ui` run in this folder opens)",
+    )
+    parser.add_argument("--experiment", help="MLflow experiment name (default: the space's NAME)")
+    parser.add_argument(
+        "--log-model",
+        action="store_true",
+        help="log each trial's trained weights as an MLflow PyTorch model",
+    )
     return parser
 
 
@@ -104,6 +119,12 @@ def study_from_args(args: argparse.Namespace) -> Study:
     return study.with_base(overrides) if overrides else study
 
 
+def _mlflow_uri(explicit: str | None) -> str:
+    """--mlflow-uri, else $MLFLOW_TRACKING_URI, else ./mlflow.db: where `mlflow ui` looks."""
+    uri = explicit or os.environ.get("MLFLOW_TRACKING_URI")
+    return uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -120,8 +141,12 @@ def main(argv: list[str] | None = None) -> int:
         max_failures=args.max_failures,
         num_cpus=args.num_cpus,
         verbose=0 if args.quiet else 1,
+        mlflow_uri=_mlflow_uri(args.mlflow_uri),
+        experiment=args.experiment,
+        log_model=args.log_model,
     )
     from tunelab.runner import SweepInterrupted, run_sweep  # Ray and torch: after validation
+    from tunelab.tracking import TrackingError
 
     started = time.perf_counter()
     try:
@@ -129,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     except SweepInterrupted as interrupted:
         print(f"\n{interrupted}", file=sys.stderr)
         return 130
+    except TrackingError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(summary)
     print(f"\nsweep took {time.perf_counter() - started:.0f} s")
     return 0

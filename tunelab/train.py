@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -198,6 +199,32 @@ class Trainer:
             with self._autocast():
                 chunks.append(self.model(images[start : start + 2 * self.cfg.train.batch_size]))
         return torch.cat(chunks).float()
+
+    def preview(self) -> dict[str, np.ndarray]:
+        """Input, truth and prediction of the first validation image of every tumour class.
+
+        Small enough to save with every checkpoint, so a figure of a trial's last model can be
+        drawn even when the scheduler stopped it. Arrays (npz-ready, no objects): `images` uint8
+        (n, H, W, C), `masks` and `predictions` uint8 (n, H, W) (0/1, or the class index for
+        multi-class; binary predictions at the primary threshold), `classes` str (n,).
+        """
+        classes = self.data.val_classes.numpy()
+        picks = [int(np.flatnonzero(classes == k)[0]) for k in np.unique(classes)]
+        logits = self.predict_logits(self.val_images[picks])
+        if logits.shape[1] == 1:
+            predictions = logits[:, 0].sigmoid() > self.cfg.eval.thresholds[0]
+        else:
+            predictions = logits.argmax(dim=1)
+        report = self.data.report
+        mean = torch.tensor(report.normalize_mean)[:, None, None]
+        std = torch.tensor(report.normalize_std)[:, None, None]
+        images = (self.data.val_images[picks] * std + mean) * 255  # undo `normalize`
+        return {
+            "images": images.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy(),
+            "masks": self.data.val_masks[picks].byte().numpy(),
+            "predictions": predictions.byte().cpu().numpy(),
+            "classes": np.array([self.data.class_names[classes[i]] for i in picks]),
+        }
 
     def _validate(self) -> tuple[float, dict[str, float]]:
         logits = self.predict_logits(self.val_images)

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import ray
 import torch
 from ray import tune
 
 from tunelab.space import Study
 from tunelab.train import Trainer
 
+# what each checkpoint folder holds: the state to resume from, and what the driver's MLflow
+# tracker draws and logs when the trial ends (however it ends)
 CHECKPOINT_FILE = "trainer.pt"
+PREVIEW_FILE = "preview.npz"
+DATA_REPORT_FILE = "data_report.json"
 # what Ray's live table prints per trial: the full result (every class x threshold) is too long
 PROGRESS_METRICS = ["epoch", "train_loss", "val_loss", "val_iou", "val_dice", "trend", "status"]
 
@@ -31,11 +38,14 @@ def train_trial(params: dict[str, Any], study: Study) -> None:
             # weights_only: a checkpoint is data, never code to unpickle
             state = torch.load(Path(folder) / CHECKPOINT_FILE, weights_only=True)
         trainer.load_state_dict(state)
-    arm = study.arm_label(params)
+    identity = {"arm": study.arm_label(params), "node_id": ray.get_runtime_context().get_node_id()}
+    data_report = json.dumps(trainer.data.report.to_dict(), indent=1)
     for result in trainer.epochs():
         with tempfile.TemporaryDirectory() as folder:
             torch.save(trainer.state_dict(), Path(folder) / CHECKPOINT_FILE)
+            np.savez_compressed(Path(folder) / PREVIEW_FILE, **trainer.preview())
+            (Path(folder) / DATA_REPORT_FILE).write_text(data_report)
             tune.report(
-                {**result.to_flat(), "arm": arm},
+                {**result.to_flat(), **identity},
                 checkpoint=tune.Checkpoint.from_directory(folder),
             )

@@ -1,0 +1,247 @@
+"""MLflow tracking: sweeps logged to the default SQLite store and to a real `mlflow server`,
+read back through the MLflow client."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+from tunelab.results import METRICS
+from tunelab.space import load_study
+from tunelab.tracking import (
+    TAG_ARM,
+    TAG_REASON,
+    TAG_ROLE,
+    TAG_SEED,
+    TAG_STATUS,
+    TAG_TRIAL_ID,
+    SweepTracker,
+    TrackingError,
+    check_reachable,
+    class_table,
+    epoch_metrics,
+    git_commit,
+)
+
+TRIAL_ARTIFACTS = {"learning_curve.png", "prediction_grid.png", "per_class.csv", "data_report.json"}
+
+
+@pytest.fixture
+def mlflow_server(env, mlflow_service) -> str:
+    """A real tracking server, as a team would run one, with its own store and artifacts."""
+    store = f"sqlite:///{env / 'server.db'}"
+    return mlflow_service(
+        "server",
+        "--backend-store-uri",
+        store,
+        "--workers",
+        "1",
+        "--artifacts-destination",
+        str(env / "artifacts"),
+    )
+
+
+def sweep_runs(uri: str, experiment: str) -> tuple[Run, dict[str, Run]]:
+    """(the sweep's parent run, {trial id: trial run}) of the only sweep in `experiment`."""
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None, f"no MLflow experiment {experiment!r} in {uri}"
+    runs = client.search_runs([found.experiment_id], max_results=1000)
+    parents = [run for run in runs if run.data.tags.get(TAG_ROLE) == "sweep"]
+    trials = [run for run in runs if run.data.tags.get(TAG_ROLE) == "trial"]
+    assert len(parents) == 1
+    by_trial = {run.data.tags[TAG_TRIAL_ID]: run for run in trials}
+    assert len(by_trial) == len(trials), "a trial has more than one run"
+    return parents[0], by_trial
+
+
+def artifacts(client: MlflowClient, run: Run) -> set[str]:
+    return {item.path for item in client.list_artifacts(run.info.run_id)}
+
+
+def epochs_logged(client: MlflowClient, run: Run, key: str = "val_iou") -> list[int]:
+    return [point.step for point in client.get_metric_history(run.info.run_id, key)]
+
+
+@pytest.mark.e2e
+def test_default_store_is_a_sqlite_file_that_mlflow_ui_opens(env, write_space, monkeypatch):
+    monkeypatch.chdir(env)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    space = write_space("ARMS = {'baseline': {}, 'dropout': {'model.dropout': 0.2}}\nSEEDS = [0]\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "tunelab.sweep", str(space), "--num-cpus", "2", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr
+    uri = f"sqlite:///{env / 'mlflow.db'}"
+    assert f"mlflow ui --backend-store-uri {uri}" in out.stdout
+    assert "database is locked" not in out.stdout + out.stderr
+    parent, trials = sweep_runs(uri, "tiny")
+    client = MlflowClient(uri)
+    assert parent.info.status == "FINISHED"
+    assert {"results.parquet", "epochs.parquet", "results.md", "tiny.py"} <= artifacts(
+        client, parent
+    )
+    assert len(trials) == 2
+    for run in trials.values():
+        assert run.info.status == "FINISHED" and run.data.tags[TAG_STATUS] == "completed"
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert artifacts(client, run) >= TRIAL_ARTIFACTS
+        assert epochs_logged(client, run) == [1, 2]
+    # the artifacts live beside the store, where `mlflow ui` run in this folder finds them
+    assert (env / "mlruns").is_dir()
+
+
+@pytest.mark.e2e
+def test_sweep_against_a_tracking_server_logs_every_trial(env, write_space, sweep, mlflow_server):
+    space = write_space(
+        "ARMS = {'baseline': {}, 'dropout': {'model.dropout': 0.2},"
+        " 'broken': {'data.root': '/nonexistent/tunelab-data'}}\n"
+        "SEEDS = [0, 1]\nTHRESHOLDS = [0.5, 0.3]\n",
+    )
+    code = sweep(space, "--mlflow-uri", mlflow_server, "--max-failures", "0")
+    assert code == 0
+    results = pd.read_parquet(env / "runs" / "tiny" / "results.parquet")
+    parent, trials = sweep_runs(mlflow_server, "tiny")
+    client = MlflowClient(mlflow_server)
+    assert set(trials) == set(results["trial_id"])
+    assert parent.data.params["seeds"] == "0,1" and parent.data.params["kind"] == "ablation"
+    commit = git_commit()
+    for trial_id, run in trials.items():
+        row = results[(results["trial_id"] == trial_id) & results["primary"]].iloc[0]
+        tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+        assert tags[TAG_ARM] == row["arm"] and tags[TAG_SEED] == str(row["seed"])
+        assert tags[TAG_STATUS] == row["status"]
+        assert tags.get("mlflow.source.git.commit") == commit.get("mlflow.source.git.commit")
+        assert params["model.dropout"] == str(row["model.dropout"])
+        assert params["eval.thresholds"] == "0.5,0.3" and params["seed"] == str(row["seed"])
+        if row["arm"] == "broken":
+            assert run.info.status == "FAILED"
+            assert "/nonexistent/tunelab-data" in tags[TAG_REASON]
+            assert "error.txt" in artifacts(client, run)
+            continue
+        assert run.info.status == "FINISHED"
+        assert metrics["val_iou"] == pytest.approx(row["iou"])
+        assert metrics["val_iou_t0.3"] == pytest.approx(
+            results.loc[
+                (results["trial_id"] == trial_id) & (results["threshold"] == "0.3"), "iou"
+            ].iloc[0]
+        )
+        for key in ("train_loss", "val_loss", "lr", "epoch_seconds", "val_dice", "val_iou_otsu"):
+            assert epochs_logged(client, run, key) == [1, 2], key
+        assert any(key.startswith("val_iou/") for key in metrics)  # per tumour class
+        assert artifacts(client, run) >= TRIAL_ARTIFACTS
+        table = pd.read_csv(client.download_artifacts(run.info.run_id, "per_class.csv", str(env)))
+        assert list(table.columns) == ["class", "threshold", *METRICS]
+        assert set(table["threshold"].astype(str)) == {"0.5", "0.3", "otsu"}
+
+
+@pytest.mark.e2e
+def test_four_concurrent_trials_lose_nothing(env, write_space, sweep, capfd):
+    space = write_space(
+        "from ray import tune\n"
+        "SPACE = {'train.lr': tune.grid_search([1e-3, 3e-3, 1e-2, 3e-2])}\n"
+        "SEEDS = [0]\nASHA = {'grace_period': 1, 'reduction_factor': 2}\n",
+        epochs=4,
+    )
+    # 4 trials of half a CPU each: all four run (and log) at once on a 2-CPU Ray instance
+    code = sweep(space, "--cpus-per-trial", "0.5")
+    assert code == 0
+    uri = f"sqlite:///{env / 'mlflow.db'}"
+    _, trials = sweep_runs(uri, "tiny")
+    client = MlflowClient(uri)
+    assert len(trials) == 4
+    runs = list(trials.values())
+    assert max(r.info.start_time for r in runs) < min(r.info.end_time for r in runs)
+    results = pd.read_parquet(env / "runs" / "tiny" / "results.parquet")
+    for trial_id, run in trials.items():
+        row = results[(results["trial_id"] == trial_id) & results["primary"]].iloc[0]
+        assert epochs_logged(client, run) == list(range(1, row["epochs"] + 1))
+        assert run.data.tags[TAG_STATUS] == row["status"]
+        assert run.info.status == "FINISHED"  # pruned is a normal end, not a failure
+    assert "pruned" in {run.data.tags[TAG_STATUS] for run in runs}
+    captured = capfd.readouterr()
+    assert "database is locked" not in captured.out + captured.err
+
+
+def test_unreachable_server_fails_naming_the_uri(free_port):
+    uri = f"http://127.0.0.1:{free_port}"
+    with pytest.raises(TrackingError, match=uri):
+        check_reachable(uri, timeout_s=2)
+
+
+def test_epoch_metrics_keep_the_trial_values_only():
+    result = {
+        "epoch": 3,
+        "train_loss": 0.5,
+        "val_iou/Normal": 0.8,
+        "status": "running",
+        "arm": "a",
+        "trend": -0.01,
+        "time_total_s": 12.0,  # Ray's bookkeeping
+        "done": False,
+        "node_id": "abc",
+    }
+    assert epoch_metrics(result) == {
+        "epoch": 3.0,
+        "train_loss": 0.5,
+        "val_iou/Normal": 0.8,
+        "trend": -0.01,
+    }
+
+
+def test_class_table_has_a_row_per_class_and_threshold(tmp_path):
+    space = tmp_path / "s.py"
+    space.write_text("ARMS = {'a': {}}\nTHRESHOLDS = [0.5, 0.3]\n")
+    study = load_study(space)
+    # as reported: the primary threshold under its plain name and with its suffix
+    last = {"val_iou/Normal": 0.9, "val_iou_t0.5/Normal": 0.9, "val_iou_t0.3/Normal": 0.7}
+    last |= {"val_iou/Polyp": 0.5, "val_dice_otsu/Polyp": 0.6}
+    table = class_table(study, {"arm": "a", "seed": 0}, last)
+    assert len(table) == 6  # 2 classes x (0.5, 0.3, otsu)
+    normal = table[table["class"] == "Normal"].set_index("threshold")
+    assert normal.loc["0.5", "iou"] == 0.9 and normal.loc["0.3", "iou"] == 0.7
+    assert math.isnan(normal.loc["otsu", "iou"])
+
+
+def test_a_diverged_trial_ends_failed_with_its_reason(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    space = tmp_path / "s.py"
+    space.write_text("ARMS = {'a': {}}\nSEEDS = [0]\n")
+    tracker = SweepTracker(load_study(space), "sweep1", "unit", log_model=False)
+    tracker.setup()
+    trial = SimpleNamespace(
+        trial_id="t1", config={"arm": "a", "seed": 0}, checkpoint=None, error_file=None
+    )
+    tracker.on_trial_start(0, [], trial)
+    first = {"epoch": 1, "train_loss": 0.7, "val_loss": 0.6, "val_iou": 0.5, "status": "running"}
+    second = {"epoch": 2, "train_loss": math.nan, "val_loss": math.nan, "status": "diverged"}
+    for result in (first, second):
+        tracker.on_trial_result(0, [], trial, result)
+    trial.last_result = second
+    tracker.on_trial_complete(0, [], trial)
+    _, trials = sweep_runs(uri, "unit")
+    run = trials["t1"]
+    assert run.info.status == "FAILED" and run.data.tags[TAG_STATUS] == "diverged"
+    assert run.data.tags[TAG_REASON] == "loss became nan at epoch 2"
+    client = MlflowClient(uri)
+    assert epochs_logged(client, run, "train_loss") == [1, 2]
+    assert "learning_curve.png" in artifacts(client, run)
+
+    # a resumed driver finds the same run again and skips epochs it already has
+    resumed = SweepTracker(load_study(space), "sweep1", "unit", log_model=False)
+    resumed.setup()
+    resumed.on_trial_start(0, [], trial)
+    resumed.on_trial_result(0, [], trial, {**first, "val_iou": 0.1})
+    _, again = sweep_runs(uri, "unit")
+    assert list(again) == ["t1"] and again["t1"].data.metrics["val_iou"] == 0.5
