@@ -32,11 +32,15 @@ def prediction_grid(preview: Mapping[str, np.ndarray], title: str = "") -> Figur
     n = len(preview["images"])
     fig = Figure(figsize=(6, 2 * n), layout="constrained")
     axes = fig.subplots(n, 3, squeeze=False)
+    # one fixed scale for labels: an all-foreground prediction must show white, not rescaled
+    top = max(1, int(preview["masks"].max()), int(preview["predictions"].max()))
     for row, image in enumerate(preview["images"]):
         panels = [image.squeeze(-1) if image.shape[-1] == 1 else image]
         panels += [preview["masks"][row], preview["predictions"][row]]
-        for col, (panel, name) in enumerate(zip(panels, ("input", "truth", "prediction"))):
-            axes[row, col].imshow(panel, cmap="gray")
+        names = ("input", "truth", "prediction")
+        for col, (panel, name) in enumerate(zip(panels, names, strict=True)):
+            scale = {"vmin": 0, "vmax": 255 if col == 0 else top}
+            axes[row, col].imshow(panel, cmap="gray", **scale)
             axes[row, col].set_xticks([])
             axes[row, col].set_yticks([])
             if row == 0:

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from mlflow.tracking import MlflowClient
 
 from tunelab.stopper import ConvergenceStopper
+from tunelab.tracking import TAG_ROLE, TAG_TRIAL_ID
 
 pytestmark = pytest.mark.e2e
 
@@ -119,6 +121,16 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(env, write_
     for result in sweep_dir.glob("*/result.json"):  # and no trial reported an epoch twice
         epochs = [json.loads(line)["epoch"] for line in result.read_text().splitlines()]
         assert epochs == sorted(set(epochs))
+    # MLflow: one run per trial (resumed, not duplicated), all closed, each epoch logged once
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("tiny").experiment_id
+    runs = client.search_runs([experiment])
+    trials = [run for run in runs if run.data.tags[TAG_ROLE] == "trial"]
+    assert sorted(run.data.tags[TAG_TRIAL_ID] for run in trials) == sorted(primary["trial_id"])
+    assert {run.info.status for run in runs} == {"FINISHED"}
+    for run in trials:
+        steps = [point.step for point in client.get_metric_history(run.info.run_id, "val_loss")]
+        assert steps == [1, 2, 3]
 
 
 def test_a_failing_arm_is_recorded_while_the_others_finish(env, write_space, sweep):

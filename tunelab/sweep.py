@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import os
 import sys
 import time
@@ -125,6 +126,18 @@ def _mlflow_uri(explicit: str | None) -> str:
     return uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
+def _show_warnings() -> None:
+    """tunelab's warnings (e.g. what MLflow did not log) reach the terminal even though
+    libraries imported later raise the root logger's level."""
+    log = logging.getLogger("tunelab")
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -145,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         experiment=args.experiment,
         log_model=args.log_model,
     )
+    _show_warnings()
     from tunelab.runner import SweepInterrupted, run_sweep  # Ray and torch: after validation
     from tunelab.tracking import TrackingError
 

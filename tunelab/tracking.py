@@ -352,6 +352,8 @@ class SweepTracker(tune.Callback):
         with tempfile.TemporaryDirectory() as folder:
             self._write_artifacts(Path(folder), trial, run_id, status)
             self.client.log_artifacts(run_id, folder)
+        if self.log_model and status not in FAILED_STATUSES and trial.checkpoint is not None:
+            self._log_model(run_id, trial)
 
     def _write_artifacts(self, folder: Path, trial: Any, run_id: str, status: str) -> None:
         from analysis.figures import learning_curve, prediction_grid, save_png
@@ -374,8 +376,6 @@ class SweepTracker(tune.Callback):
             shutil.copy(Path(saved) / DATA_REPORT_FILE, folder / DATA_REPORT_FILE)
             with np.load(Path(saved) / PREVIEW_FILE, allow_pickle=False) as preview:
                 save_png(prediction_grid(preview, title), folder / "prediction_grid.png")
-            if self.log_model and status not in FAILED_STATUSES:
-                self._log_model(run_id, trial, Path(saved) / CHECKPOINT_FILE)
 
     def _history(self, run_id: str) -> pd.DataFrame:
         """The run's loss curves and trend, by epoch, as MLflow holds them (resumes included)."""
@@ -386,7 +386,9 @@ class SweepTracker(tune.Callback):
         frame = pd.DataFrame(columns).rename_axis("epoch").reset_index()
         return frame.sort_values("epoch").reset_index(drop=True)
 
-    def _log_model(self, run_id: str, trial: Any, weights: Path) -> None:
+    @_never_fails
+    def _log_model(self, run_id: str, trial: Any) -> None:
+        """The last weights as an MLflow PyTorch model, exported (pt2): a graph, not a pickle."""
         import mlflow
         import torch
 
@@ -394,9 +396,13 @@ class SweepTracker(tune.Callback):
 
         cfg = self.study.trial_config(trial.config)
         model = UNet(cfg.model, cfg.data.channels, cfg.out_channels)
-        model.load_state_dict(torch.load(weights, weights_only=True)["model"])
+        with trial.checkpoint.as_directory() as saved:
+            state = torch.load(Path(saved) / CHECKPOINT_FILE, weights_only=True)
+        model.load_state_dict(state["model"])
+        size = cfg.data.input_size
+        example = np.zeros((1, cfg.data.channels, size, size), np.float32)
         with mlflow.start_run(run_id=run_id):
-            mlflow.pytorch.log_model(model.eval(), name="model")
+            mlflow.pytorch.log_model(model.eval(), name="model", input_example=example)
 
 
 def _log_params(client: MlflowClient, run_id: str, values: dict[str, Any]) -> None:
