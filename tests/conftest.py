@@ -126,24 +126,27 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture
-def mlflow_service(tmp_path: Path) -> Iterator[Callable[..., str]]:
-    """start("server" | "ui", *args) -> URL: MLflow on 127.0.0.1 and a free port, answering
-    /health; stopped when the test ends."""
-    started: list[subprocess.Popen[bytes]] = []
+class MlflowServices:
+    """MLflow servers or UIs on 127.0.0.1, each started answering /health."""
 
-    def start(command: str, *args: str) -> str:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        log = tmp_path / f"mlflow-{command}-{port}.log"
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def __call__(self, command: str, *args: str, port: int = 0) -> str:
+        """start("server" | "ui", *args, port=0 for a free one) -> the URL."""
+        if not port:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                port = probe.getsockname()[1]
+        log = self.logs / f"mlflow-{command}-{port}-{len(self.processes)}.log"
         address = ["--host", "127.0.0.1", "--port", str(port)]
         process = subprocess.Popen(
             [sys.executable, "-m", "mlflow", command, *address, *args],
             stdout=log.open("w"),
             stderr=subprocess.STDOUT,
         )
-        started.append(process)
+        self.processes.append(process)
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 90
         while True:
@@ -155,7 +158,16 @@ def mlflow_service(tmp_path: Path) -> Iterator[Callable[..., str]]:
                 assert time.monotonic() < deadline, f"mlflow {command} did not start in 90 s"
                 time.sleep(0.5)
 
-    yield start
-    for process in started:
-        process.terminate()
-        process.wait(timeout=30)
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+                process.wait(timeout=30)
+
+
+@pytest.fixture
+def mlflow_service(tmp_path: Path) -> Iterator[MlflowServices]:
+    """Start MLflow's server or UI on loopback; all stopped when the test ends."""
+    services = MlflowServices(tmp_path)
+    yield services
+    services.stop()

@@ -53,6 +53,11 @@ def run_sweep(study: Study, options: SweepOptions) -> str:
     """Run every trial of the study (or resume them) and return the printed summary."""
     # the tracker logs from this process; MLflow's client reads the URI from the environment
     os.environ["MLFLOW_TRACKING_URI"] = options.mlflow_uri
+    # a server that stops answering costs seconds per call, not MLflow's minutes of retries:
+    # the tracker queues what it could not log and asks again later
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     check_reachable(options.mlflow_uri)
     sweep_dir = Path(options.storage) / study.name
     sweep_id, experiment = _sweep_identity(sweep_dir, study, options)
@@ -79,11 +84,17 @@ def run_sweep(study: Study, options: SweepOptions) -> str:
     table = format_markdown(main_table(results))
     (sweep_dir / TABLE_FILE).write_text(table + "\n")
     files = [sweep_dir / name for name in (RESULTS_FILE, EPOCHS_FILE, TABLE_FILE)]
-    parent_run = end_sweep(sweep_id, experiment, files, "FINISHED")
+    try:
+        parent_run = end_sweep(sweep_id, experiment, files, "FINISHED")
+        mlflow_line = f"experiment '{experiment}' (sweep run {parent_run}) in {options.mlflow_uri}"
+    except Exception as error:  # the results are on disk already; say what MLflow lacks
+        mlflow_line = (
+            f"could not close the sweep's run in {options.mlflow_uri} ({error}); "
+            f"its files are in {sweep_dir}"
+        )
     return (
         f"\n{table}\n\nresults: {sweep_dir / RESULTS_FILE}\nRay experiment: {sweep_dir}\n"
-        f"MLflow: experiment '{experiment}' (sweep run {parent_run}) in {options.mlflow_uri}\n"
-        f"open the MLflow UI: {ui_command(options.mlflow_uri)}"
+        f"MLflow: {mlflow_line}\nopen the MLflow UI: {ui_command(options.mlflow_uri)}"
     )
 
 

@@ -20,6 +20,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -173,17 +174,22 @@ def end_sweep(sweep_id: str, experiment: str, files: Iterable[Path], status: str
 
 
 def _never_fails(hook: Callable[..., None]) -> Callable[..., None]:
-    """MLflow trouble must not stop training: a failed call is kept, reported, and skipped."""
+    """MLflow trouble must not stop training: while the server is unreachable the call waits in
+    a queue, replayed in order once it answers; any other failure is reported and skipped."""
 
     @functools.wraps(hook)
     def guarded(self: SweepTracker, *args: Any, **kwargs: Any) -> None:
-        try:
-            hook(self, *args, **kwargs)
-        except Exception as error:
-            self.unlogged.append(f"{hook.__name__}: {type(error).__name__}: {error}")
-            logger.warning("MLflow: %s not logged (%s); training goes on", hook.__name__, error)
+        self._attempt(hook.__name__, functools.partial(hook, self, *args, **kwargs))
 
     return guarded
+
+
+def _unreachable(error: BaseException) -> bool:
+    """A server that does not answer (refused, reset, timed out), not a refused request."""
+    text = str(error)
+    return isinstance(error, (ConnectionError, TimeoutError)) or any(
+        marker in text for marker in ("Max retries exceeded", "Connection refused", "timed out")
+    )
 
 
 class SweepTracker(tune.Callback):
@@ -193,6 +199,9 @@ class SweepTracker(tune.Callback):
     constructor's values travel, and runs are found again by their `tunelab.*` tags, so a
     resumed trial goes on logging into its own run instead of a duplicate.
     """
+
+    RETRY_S = 5.0  # how often an unreachable server is asked again
+    FINAL_WAIT_S = 60.0  # how long the sweep's end waits for it before giving up
 
     def __init__(self, study: Study, sweep_id: str, experiment: str, log_model: bool) -> None:
         self.study = study
@@ -208,6 +217,9 @@ class SweepTracker(tune.Callback):
         self._runs: dict[str, str] = {}  # trial id -> run id
         self._last_epoch: dict[str, int] = {}  # run id -> last epoch logged
         self.unlogged: list[str] = []  # what MLflow refused, reported at the end
+        self._queue: deque[tuple[str, Callable[[], None]]] = deque()  # waiting for the server
+        self._last_probe = 0.0
+        self._busy = False  # inside a hook or a replay
 
     def __getstate__(self) -> dict[str, Any]:
         return {key: getattr(self, key) for key in ("study", "sweep_id", "experiment", "log_model")}
@@ -221,6 +233,61 @@ class SweepTracker(tune.Callback):
         if self._client is None:
             self._client = MlflowClient()  # the driver's tracking URI, set by the runner
         return self._client
+
+    def _attempt(self, name: str, call: Callable[[], None]) -> None:
+        if self._busy:  # called by another hook: an unreachable server queues the outer one
+            try:
+                call()
+            except Exception as error:
+                if _unreachable(error):
+                    raise
+                self._skip(name, error)
+            return
+        if self._queue and not self._flush():
+            self._queue.append((name, call))  # keep the order: runs exist before their epochs
+            return
+        self._busy = True
+        try:
+            call()
+        except Exception as error:
+            if not _unreachable(error):
+                self._skip(name, error)
+                return
+            logger.warning(
+                "MLflow: %s does not answer (%s); trials go on, and what they report is kept "
+                "until it answers again",
+                os.environ.get("MLFLOW_TRACKING_URI"),
+                error,
+            )
+            self._queue.append((name, call))
+            self._last_probe = time.monotonic()
+        finally:
+            self._busy = False
+
+    def _skip(self, name: str, error: Exception) -> None:
+        self.unlogged.append(f"{name}: {type(error).__name__}: {error}")
+        logger.warning("MLflow: %s not logged (%s); training goes on", name, error)
+
+    def _flush(self, force: bool = False) -> bool:
+        """Replay the queue if the server answers again (asked at most every RETRY_S)."""
+        if not force and time.monotonic() - self._last_probe < self.RETRY_S:
+            return False
+        self._last_probe = time.monotonic()
+        self._busy = True
+        try:
+            while self._queue:
+                name, call = self._queue[0]
+                try:
+                    call()
+                except Exception as error:
+                    if _unreachable(error):
+                        return False
+                    self._skip(name, error)
+                self._queue.popleft()
+        finally:
+            self._busy = False
+        logger.warning("MLflow: the server answers again; everything kept has been logged")
+        return True
 
     @_never_fails
     def setup(self, **info: Any) -> None:
@@ -267,12 +334,12 @@ class SweepTracker(tune.Callback):
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self._runs.get(trial.trial_id)
         if run_id is None:
-            self._runs[trial.trial_id] = self._create_trial_run(trial)
+            self._create_trial_run(trial)
         else:  # resumed or retried: continue the same run
             self.client.update_run(run_id, status="RUNNING")
             self.client.set_tag(run_id, TAG_STATUS, "running")
 
-    def _create_trial_run(self, trial: Any) -> str:
+    def _create_trial_run(self, trial: Any) -> None:
         params = trial.config
         cfg = self.study.trial_config(params)
         arm = self.study.arm_label(params)
@@ -291,8 +358,8 @@ class SweepTracker(tune.Callback):
                 **git_commit(),
             },
         )
+        self._runs[trial.trial_id] = run.info.run_id  # before anything else can fail
         _log_params(self.client, run.info.run_id, cfg.to_flat())
-        return run.info.run_id
 
     @_never_fails
     def on_trial_result(
@@ -326,6 +393,17 @@ class SweepTracker(tune.Callback):
         self._end_trial(trial, "failed")
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
+        if self._queue:
+            logger.warning(
+                "MLflow: waiting up to %.0f s for the server to log what trials reported",
+                self.FINAL_WAIT_S,
+            )
+        deadline = time.monotonic() + self.FINAL_WAIT_S
+        while self._queue and not self._flush(force=True) and time.monotonic() < deadline:
+            time.sleep(self.RETRY_S)
+        if self._queue:
+            waiting = Counter(name for name, _ in self._queue)
+            self.unlogged += [f"{n} x {name}: server unreachable" for name, n in waiting.items()]
         if self.unlogged:
             logger.warning(
                 "MLflow: %d calls failed, their values are missing from MLflow (results.parquet "
