@@ -28,7 +28,7 @@ from tunelab.data import load
 from tunelab.results import class_names_in, error_message, final_status, trial_rows
 from tunelab.space import Study
 from tunelab.stopper import ConvergenceStopper
-from tunelab.sweep import RESULTS_FILE, SweepOptions
+from tunelab.sweep import RESULTS_FILE, SetupError, SweepOptions
 from tunelab.tracking import (
     CONVERGENCE_METRICS,
     EPOCH_METRICS,
@@ -61,10 +61,13 @@ def run_sweep(study: Study, options: SweepOptions) -> str:
     check_reachable(options.mlflow_uri)
     sweep_dir = Path(options.storage) / study.name
     sweep_id, experiment = _sweep_identity(sweep_dir, study, options)
+    base = study.trial_config({"seed": study.seeds[0]})
+    try:  # decode (or generate) the data once, here, rather than in every trial at once
+        load(base.data)
+    except (ValueError, OSError) as error:  # before Ray starts: a bad folder costs nothing
+        raise SetupError(f"cannot use the dataset: {error}") from None
     _init_ray(options)
     try:
-        base = study.trial_config({"seed": study.seeds[0]})
-        load(base.data)  # decode (or generate) the data once here, not in every trial at once
         tracker = SweepTracker(study, sweep_id, experiment, options.log_model)
         tuner = _tuner(study, options, base, tracker)
         with _ctrl_c_saves_state() as interrupted:

@@ -22,6 +22,10 @@ from tunelab.space import SpaceError, Study, load_study
 RESULTS_FILE = "results.parquet"
 
 
+class SetupError(RuntimeError):
+    """The sweep cannot start (its data or MLflow is unusable); raised before any trial runs."""
+
+
 @dataclass(frozen=True)
 class SweepOptions:
     storage: str  # an absolute local path or a URI (s3://, gs://, ...)
@@ -160,7 +164,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     _show_warnings()
     from tunelab.runner import SweepInterrupted, run_sweep  # Ray and torch: after validation
-    from tunelab.tracking import TrackingError
 
     started = time.perf_counter()
     try:
@@ -168,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     except SweepInterrupted as interrupted:
         print(f"\n{interrupted}", file=sys.stderr)
         return 130
-    except TrackingError as error:
+    except SetupError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(summary)

@@ -25,15 +25,20 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import mlflow
+import mlflow.pytorch
 import numpy as np
 import pandas as pd
 from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.tracking import MlflowClient
 from ray import tune
 
+from analysis.figures import learning_curve, prediction_grid, save_png
+from tunelab.model import UNet
 from tunelab.results import METRICS, class_names_in, error_message, final_status, trial_rows
 from tunelab.space import Study
-from tunelab.trainable import CHECKPOINT_FILE, DATA_REPORT_FILE, PREVIEW_FILE
+from tunelab.sweep import SetupError
+from tunelab.trainable import DATA_REPORT_FILE, PREVIEW_FILE, load_state
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +59,7 @@ CONVERGENCE_METRICS = ("trend", "streak")
 MAX_PARAMS, MAX_METRICS = 100, 1000  # MLflow's limits per log_batch call
 
 
-class TrackingError(RuntimeError):
+class TrackingError(SetupError):
     """MLflow cannot be used as asked (e.g. the tracking server does not answer)."""
 
 
@@ -434,8 +439,6 @@ class SweepTracker(tune.Callback):
             self._log_model(run_id, trial)
 
     def _write_artifacts(self, folder: Path, trial: Any, run_id: str, status: str) -> None:
-        from analysis.figures import learning_curve, prediction_grid, save_png
-
         title = f"{self.study.arm_label(trial.config)}, seed {trial.config.get('seed')}: {status}"
         history = self._history(run_id)
         if len(history):
@@ -467,16 +470,10 @@ class SweepTracker(tune.Callback):
     @_never_fails
     def _log_model(self, run_id: str, trial: Any) -> None:
         """The last weights as an MLflow PyTorch model, exported (pt2): a graph, not a pickle."""
-        import mlflow
-        import torch
-
-        from tunelab.model import UNet
-
         cfg = self.study.trial_config(trial.config)
         model = UNet(cfg.model, cfg.data.channels, cfg.out_channels)
         with trial.checkpoint.as_directory() as saved:
-            state = torch.load(Path(saved) / CHECKPOINT_FILE, weights_only=True)
-        model.load_state_dict(state["model"])
+            model.load_state_dict(load_state(Path(saved))["model"])
         size = cfg.data.input_size
         example = np.zeros((1, cfg.data.channels, size, size), np.float32)
         with mlflow.start_run(run_id=run_id):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,23 @@ DATA_REPORT_FILE = "data_report.json"
 PROGRESS_METRICS = ["epoch", "train_loss", "val_loss", "val_iou", "val_dice", "trend", "status"]
 
 
+def load_state(folder: Path) -> dict[str, Any]:
+    """The trainer state saved in a checkpoint folder.
+
+    weights_only: a checkpoint is data (tensors, numbers, strings), never code to unpickle, so
+    a file that holds anything else is refused, not executed.
+    """
+    path = folder / CHECKPOINT_FILE
+    try:
+        return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as error:
+        first_line = str(error).splitlines()[0]
+        raise ValueError(
+            f"{path} holds more than weights and plain values; refusing to unpickle it "
+            f"({first_line})"
+        ) from None
+
+
 def train_trial(params: dict[str, Any], study: Study) -> None:
     """Run one trial; resumes from the trial's last checkpoint when Ray restores it."""
     # Ray logs every checkpoint at INFO; one line per epoch per trial drowns the live table
@@ -35,9 +54,7 @@ def train_trial(params: dict[str, Any], study: Study) -> None:
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            # weights_only: a checkpoint is data, never code to unpickle
-            state = torch.load(Path(folder) / CHECKPOINT_FILE, weights_only=True)
-        trainer.load_state_dict(state)
+            trainer.load_state_dict(load_state(Path(folder)))
     identity = {"arm": study.arm_label(params), "node_id": ray.get_runtime_context().get_node_id()}
     data_report = json.dumps(trainer.data.report.to_dict(), indent=1)
     for result in trainer.epochs():
@@ -45,7 +62,10 @@ def train_trial(params: dict[str, Any], study: Study) -> None:
             torch.save(trainer.state_dict(), Path(folder) / CHECKPOINT_FILE)
             np.savez_compressed(Path(folder) / PREVIEW_FILE, **trainer.preview())
             (Path(folder) / DATA_REPORT_FILE).write_text(data_report)
+            report = {**result.to_flat(), **identity}
+            # a diverged epoch has no metrics, but Tune requires the one it optimises
+            report.setdefault(study.metric, math.nan)
             tune.report(
-                {**result.to_flat(), **identity},
+                report,
                 checkpoint=tune.Checkpoint.from_directory(folder),
             )
