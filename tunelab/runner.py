@@ -28,11 +28,12 @@ from tunelab.data import load
 from tunelab.results import class_names_in, error_message, final_status, trial_rows
 from tunelab.space import Study
 from tunelab.stopper import ConvergenceStopper
-from tunelab.sweep import RESULTS_FILE, SetupError, SweepOptions
+from tunelab.sweep import RESULTS_FILE, SweepOptions
 from tunelab.tracking import (
     CONVERGENCE_METRICS,
     EPOCH_METRICS,
     SweepTracker,
+    TrackingError,
     check_reachable,
     end_sweep,
     ui_command,
@@ -43,6 +44,10 @@ EPOCHS_FILE = "epochs.parquet"
 TABLE_FILE = "results.md"
 PREVIEWS_FOLDER = "previews"
 IDENTITY_FILE = "tunelab.json"  # the sweep's id and MLflow experiment, read back by --resume
+
+
+class SetupError(RuntimeError):
+    """The sweep cannot start (its data or MLflow store is unusable); nothing has run yet."""
 
 
 class SweepInterrupted(RuntimeError):
@@ -58,14 +63,17 @@ def run_sweep(study: Study, options: SweepOptions) -> str:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    check_reachable(options.mlflow_uri)
-    sweep_dir = Path(options.storage) / study.name
-    sweep_id, experiment = _sweep_identity(sweep_dir, study, options)
+    try:
+        check_reachable(options.mlflow_uri)
+    except TrackingError as error:
+        raise SetupError(str(error)) from None
     base = study.trial_config({"seed": study.seeds[0]})
     try:  # decode (or generate) the data once, here, rather than in every trial at once
         load(base.data)
     except (ValueError, OSError) as error:  # before Ray starts: a bad folder costs nothing
         raise SetupError(f"cannot use the dataset: {error}") from None
+    sweep_dir = Path(options.storage) / study.name
+    sweep_id, experiment = _sweep_identity(sweep_dir, study, options)
     _init_ray(options)
     try:
         tracker = SweepTracker(study, sweep_id, experiment, options.log_model)
@@ -75,7 +83,7 @@ def run_sweep(study: Study, options: SweepOptions) -> str:
     finally:
         ray.shutdown()
     if interrupted.is_set():
-        end_sweep(sweep_id, experiment, [], "KILLED")
+        end_sweep(sweep_id, experiment, [], "KILLED", trial_ids=None)
         raise SweepInterrupted(
             f"sweep interrupted; its state is saved in {sweep_dir}. "
             "Continue it with the same command plus --resume"
@@ -88,7 +96,8 @@ def run_sweep(study: Study, options: SweepOptions) -> str:
     (sweep_dir / TABLE_FILE).write_text(table + "\n")
     files = [sweep_dir / name for name in (RESULTS_FILE, EPOCHS_FILE, TABLE_FILE)]
     try:
-        parent_run = end_sweep(sweep_id, experiment, files, "FINISHED")
+        trial_ids = set(results["trial_id"])
+        parent_run = end_sweep(sweep_id, experiment, files, "FINISHED", trial_ids)
         mlflow_line = f"experiment '{experiment}' (sweep run {parent_run}) in {options.mlflow_uri}"
     except Exception as error:  # the results are on disk already; say what MLflow lacks
         mlflow_line = (
@@ -173,7 +182,15 @@ def _tuner(
         path = os.path.join(storage, study.name)
         if not tune.Tuner.can_restore(path):
             raise SystemExit(f"error: nothing to resume at {path}")
-        return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+        return tune.Tuner.restore(
+            path,
+            trainable,
+            resume_unfinished=True,
+            resume_errored=True,
+            # a driver killed before Tune's first snapshot left no trials to restore: start
+            # them again from the space (the tracker closes their first runs as replaced)
+            param_space=study.param_space(),
+        )
     scheduler = (
         ASHAScheduler(
             time_attr="epoch",

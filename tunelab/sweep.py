@@ -22,10 +22,6 @@ from tunelab.space import SpaceError, Study, load_study
 RESULTS_FILE = "results.parquet"
 
 
-class SetupError(RuntimeError):
-    """The sweep cannot start (its data or MLflow is unusable); raised before any trial runs."""
-
-
 @dataclass(frozen=True)
 class SweepOptions:
     storage: str  # an absolute local path or a URI (s3://, gs://, ...)
@@ -163,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         log_model=args.log_model,
     )
     _show_warnings()
-    from tunelab.runner import SweepInterrupted, run_sweep  # Ray and torch: after validation
+    from tunelab.runner import SetupError, SweepInterrupted, run_sweep  # after validation
 
     started = time.perf_counter()
     try:

@@ -37,7 +37,6 @@ from analysis.figures import learning_curve, prediction_grid, save_png
 from tunelab.model import UNet
 from tunelab.results import METRICS, class_names_in, error_message, final_status, trial_rows
 from tunelab.space import Study
-from tunelab.sweep import SetupError
 from tunelab.trainable import DATA_REPORT_FILE, PREVIEW_FILE, load_state
 
 logger = logging.getLogger(__name__)
@@ -59,7 +58,7 @@ CONVERGENCE_METRICS = ("trend", "streak")
 MAX_PARAMS, MAX_METRICS = 100, 1000  # MLflow's limits per log_batch call
 
 
-class TrackingError(SetupError):
+class TrackingError(RuntimeError):
     """MLflow cannot be used as asked (e.g. the tracking server does not answer)."""
 
 
@@ -159,17 +158,26 @@ def experiment_id(client: MlflowClient, name: str) -> str:
     return experiment.experiment_id
 
 
-def end_sweep(sweep_id: str, experiment: str, files: Iterable[Path], status: str) -> str:
+def end_sweep(
+    sweep_id: str,
+    experiment: str,
+    files: Iterable[Path],
+    status: str,
+    trial_ids: set[str] | None,
+) -> str:
     """Close the sweep's parent run with `status`, after logging `files` to it.
 
-    Trial runs still open (a Ctrl+C) are closed KILLED; `--resume` reopens them. Returns the
-    parent run's id.
+    Trial runs still open are closed KILLED: after a Ctrl+C (`trial_ids` None) `--resume`
+    reopens them; after a finished sweep they belong to trials that no longer exist (Tune
+    started them again under new ids after its driver was killed), so they are tagged
+    `replaced` and analysis counts each trial once. Returns the parent run's id.
     """
     client = MlflowClient()
     exp_id = experiment_id(client, experiment)
     for run in find_runs(client, exp_id, sweep_id, "trial"):
         if run.info.status == "RUNNING":
-            client.set_tag(run.info.run_id, TAG_STATUS, "interrupted")
+            replaced = trial_ids is not None and run.data.tags[TAG_TRIAL_ID] not in trial_ids
+            client.set_tag(run.info.run_id, TAG_STATUS, "replaced" if replaced else "interrupted")
             client.set_terminated(run.info.run_id, "KILLED")
     parent = next(find_runs(client, exp_id, sweep_id, "sweep"))
     for path in files:
