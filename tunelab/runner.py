@@ -18,7 +18,6 @@ from typing import Any
 
 import pandas as pd
 import ray
-import torch
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -146,8 +145,10 @@ def _init_ray(options: SweepOptions) -> None:
     # Every epoch checkpoints and, with num_to_keep, forces a snapshot of the experiment state
     # (what makes --resume exact); Ray warns about that on every trial. The snapshot stays.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    if options.address:
-        ray.init(address=options.address, log_to_driver=True)
+    # inside `ray job submit`, RAY_ADDRESS names the cluster the job was submitted to
+    address = options.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
         return
     ray.init(
         num_cpus=options.num_cpus,
@@ -160,8 +161,8 @@ def _init_ray(options: SweepOptions) -> None:
 
 def _resources(study: Study, options: SweepOptions) -> dict[str, float]:
     gpu = study.resources["gpu"]
-    if options.gpus_per_trial is None and gpu == 0 and torch.cuda.is_available():
-        gpu = 1.0  # a GPU machine uses its GPU without being told
+    if options.gpus_per_trial is None and gpu == 0 and ray.cluster_resources().get("GPU", 0):
+        gpu = 1.0  # a machine or cluster with GPUs uses them without being told
     return {"cpu": study.resources["cpu"], "gpu": gpu}
 
 

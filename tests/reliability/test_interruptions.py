@@ -42,9 +42,9 @@ def test_sigkilled_driver_resumes_with_one_run_per_trial(env, write_space):
     primary = results[results["primary"]]
     assert len(primary) == 4 and set(primary["status"]) == {"completed"}
     assert primary["trial_id"].is_unique
-    for result in sweep_dir.glob("*/result.json"):  # each epoch reported once per trial
+    for result in sweep_dir.glob("*/result.json"):  # at most the epoch in flight ran twice
         epochs = [json.loads(line)["epoch"] for line in result.read_text().splitlines()]
-        assert epochs == sorted(set(epochs)) and epochs[-1] == 4
+        assert set(epochs) == {1, 2, 3, 4} and len(epochs) - len(set(epochs)) <= 1
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("tiny").experiment_id
     runs = client.search_runs([experiment])
