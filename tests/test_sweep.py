@@ -116,8 +116,11 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(env, write_
     results = pd.read_parquet(sweep_dir / "results.parquet")
     primary = results[results["primary"]]
     assert len(primary) == 6 and (primary["status"] == "completed").all()
-    for trial, text in finished.items():  # finished trials were not run again
-        assert (sweep_dir / trial / "result.json").read_text() == text
+    for trial, text in finished.items():  # finished trials were not run again: at most the
+        # last epoch, if Tune had not yet recorded the trial's end when Ctrl+C came
+        after = (sweep_dir / trial / "result.json").read_text().splitlines()
+        before = text.splitlines()
+        assert after[: len(before)] == before and len(after) - len(before) <= 1
     for result in sweep_dir.glob("*/result.json"):  # at most the epoch in flight ran twice
         epochs = [json.loads(line)["epoch"] for line in result.read_text().splitlines()]
         assert set(epochs) == {1, 2, 3} and len(epochs) - len(set(epochs)) <= 1

@@ -142,8 +142,11 @@ def _ctrl_c_saves_state() -> Iterator[threading.Event]:
 
 
 def _init_ray(options: SweepOptions) -> None:
-    # Every epoch checkpoints and, with num_to_keep, forces a snapshot of the experiment state
-    # (what makes --resume exact); Ray warns about that on every trial. The snapshot stays.
+    # --resume restores each trial from the checkpoint the last saved experiment state names.
+    # Saved at every step (not every 10 s or more), that state is at most one checkpoint
+    # behind, and CheckpointConfig keeps two: a driver killed at any moment leaves every named
+    # checkpoint on disk. Ray warns that such snapshots are frequent; that is the intent.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # inside `ray job submit`, RAY_ADDRESS names the cluster the job was submitted to
     address = options.address or os.environ.get("RAY_ADDRESS")
@@ -220,7 +223,7 @@ def _tuner(
             stop=stopper,
             callbacks=[tracker],
             failure_config=tune.FailureConfig(max_failures=options.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),  # see _init_ray
             verbose=options.verbose,
         ),
     )

@@ -229,13 +229,15 @@ def _override_sets(study: Study) -> list[tuple[str, dict[str, Any]]]:
 
 def _candidates(value: Any) -> list[Any]:
     """Every value a Ray domain can produce (discrete), or its bounds (continuous)."""
-    from ray.tune.search.sample import Categorical, Float, Function, Integer
-
     if isinstance(value, dict) and set(value) == {"grid_search"}:
         values = list(value["grid_search"])
         if not values:
             raise SpaceError("tune.grid_search([]) is empty: list at least one value")
         return values
+    if not type(value).__module__.startswith("ray."):
+        return [value]  # a plain value: no need for Ray (ablations validate without it)
+    from ray.tune.search.sample import Categorical, Float, Function, Integer
+
     if isinstance(value, Categorical):
         if not value.categories:
             raise SpaceError("tune.choice([]) is empty: list at least one value")
