@@ -332,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides = parse_overrides(args.set)
         cfg = TrialConfig.from_dict({"seed": args.seed, "data.root": args.data, **overrides})
         data = prepare(cfg)
-    except ValueError as error:
+    except (ValueError, OSError) as error:  # a bad dataset or an unwritable cache
         parser.exit(2, f"error: {error}\n")
     print(data.report.to_text())
     for result in fit(cfg, data):

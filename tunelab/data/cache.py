@@ -25,6 +25,7 @@ import numpy as np
 
 from tunelab.config import DataConfig
 from tunelab.data.decode import DecodeError, decode_pair
+from tunelab.data.errors import unwritable_cache
 from tunelab.data.scan import Pair, ScanResult, scan
 from tunelab.data.synthetic import ensure_synthetic
 
@@ -184,10 +185,7 @@ def _write_entry(entry: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any
             shutil.rmtree(tmp, ignore_errors=True)
         if entry.is_dir():
             return  # another trial wrote the same entry first: use theirs
-        raise OSError(
-            f"cannot write the data cache in {entry.parent} ({error.strerror or error}): "
-            "set data.cache_dir or $TUNELAB_CACHE to a writable folder"
-        ) from error
+        raise unwritable_cache(entry.parent, error) from error
 
 
 def _read_entry(entry: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

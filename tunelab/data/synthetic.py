@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from tunelab.config import Task
+from tunelab.data.errors import unwritable_cache
 
 VERSION = 1  # bump whenever the rendered pixels change, so cached copies are regenerated
 CLASS_NAMES: tuple[str, ...] = (
@@ -359,8 +360,11 @@ def ensure_synthetic(
     final = cache_dir / f"synthetic-{task}-{n_images}-{size}-s{seed}-v{VERSION}"
     if final.is_dir():
         return final
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=cache_dir))
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=cache_dir))
+    except OSError as error:
+        raise unwritable_cache(cache_dir, error) from error
     try:
         generate(tmp, n_images, seed, size, task)
         try:
