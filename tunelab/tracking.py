@@ -233,6 +233,7 @@ class SweepTracker(tune.Callback):
         self._queue: deque[tuple[str, Callable[[], None]]] = deque()  # waiting for the server
         self._last_probe = 0.0
         self._busy = False  # inside a hook or a replay
+        self._code_version = git_commit()
 
     def __getstate__(self) -> dict[str, Any]:
         return {key: getattr(self, key) for key in ("study", "sweep_id", "experiment", "log_model")}
@@ -315,18 +316,23 @@ class SweepTracker(tune.Callback):
             self._runs[run.data.tags[TAG_TRIAL_ID]] = run.info.run_id
             self._last_epoch[run.info.run_id] = int(run.data.metrics.get("epoch", 0))
 
-    def _create_parent(self) -> str:
-        study = self.study
+    def _new_run(self, name: str, role: str, tags: dict[str, str]) -> str:
         run = self.client.create_run(
             self._experiment_id,
-            run_name=f"{study.name} sweep",
+            run_name=name,
             tags={
-                TAG_ROLE: "sweep",
+                TAG_ROLE: role,
                 TAG_SWEEP_ID: self.sweep_id,
-                "mlflow.source.name": str(study.path),
-                **git_commit(),
+                "mlflow.source.name": str(self.study.path),
+                **self._code_version,
+                **tags,
             },
         )
+        return run.info.run_id
+
+    def _create_parent(self) -> str:
+        study = self.study
+        run_id = self._new_run(f"{study.name} sweep", "sweep", {})
         settings = {
             "space": str(study.path),
             "kind": study.kind,
@@ -338,10 +344,10 @@ class SweepTracker(tune.Callback):
             "resources": json.dumps(study.resources),
             "baseline": study.baseline or "",
         }
-        _log_params(self.client, run.info.run_id, settings)
+        _log_params(self.client, run_id, settings)
         if study.path.is_file():  # the space itself, to rerun it exactly
-            self.client.log_artifact(run.info.run_id, str(study.path))
-        return run.info.run_id
+            self.client.log_artifact(run_id, str(study.path))
+        return run_id
 
     @_never_fails
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -356,23 +362,16 @@ class SweepTracker(tune.Callback):
         params = trial.config
         cfg = self.study.trial_config(params)
         arm = self.study.arm_label(params)
-        run = self.client.create_run(
-            self._experiment_id,
-            run_name=f"{arm} seed {cfg.seed}",
-            tags={
-                TAG_ROLE: "trial",
-                TAG_SWEEP_ID: self.sweep_id,
-                TAG_TRIAL_ID: trial.trial_id,
-                TAG_ARM: arm,
-                TAG_SEED: str(cfg.seed),
-                TAG_STATUS: "running",
-                "mlflow.parentRunId": self._parent_id,
-                "mlflow.source.name": str(self.study.path),
-                **git_commit(),
-            },
-        )
-        self._runs[trial.trial_id] = run.info.run_id  # before anything else can fail
-        _log_params(self.client, run.info.run_id, cfg.to_flat())
+        tags = {
+            TAG_TRIAL_ID: trial.trial_id,
+            TAG_ARM: arm,
+            TAG_SEED: str(cfg.seed),
+            TAG_STATUS: "running",
+            "mlflow.parentRunId": self._parent_id,
+        }
+        run_id = self._new_run(f"{arm} seed {cfg.seed}", "trial", tags)
+        self._runs[trial.trial_id] = run_id  # before anything else can fail
+        _log_params(self.client, run_id, cfg.to_flat())
 
     @_never_fails
     def on_trial_result(
