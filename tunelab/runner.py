@@ -57,10 +57,9 @@ def run_sweep(study: Study, options: SweepOptions) -> str:
     """Run every trial of the study (or resume them) and return the printed summary."""
     # the tracker logs from this process; MLflow's client reads the URI from the environment
     os.environ["MLFLOW_TRACKING_URI"] = options.mlflow_uri
-    # a server that stops answering costs seconds per call, not MLflow's minutes of retries:
-    # the tracker queues what it could not log and asks again later
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    # the tracker retries itself (it queues what a server did not take, and checks what it kept
+    # before logging again); MLflow's own retries would cost minutes and could log twice
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     try:
         check_reachable(options.mlflow_uri)

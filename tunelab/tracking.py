@@ -134,9 +134,12 @@ def class_table(study: Study, params: dict[str, Any], last: dict[str, Any]) -> p
     return pd.DataFrame(rows, columns=["class", "threshold", *METRICS])
 
 
-def find_runs(client: MlflowClient, experiment_id: str, sweep_id: str, role: str) -> Iterator[Run]:
-    """The runs of one sweep with one role, whatever their status."""
+def find_runs(
+    client: MlflowClient, experiment_id: str, sweep_id: str, role: str, extra: str = ""
+) -> Iterator[Run]:
+    """The runs of one sweep with one role (and the `extra` filter), whatever their status."""
     query = f"tags.`{TAG_SWEEP_ID}` = '{sweep_id}' and tags.`{TAG_ROLE}` = '{role}'"
+    query += f" and {extra}" if extra else ""
     token = None
     while True:
         page = client.search_runs([experiment_id], query, max_results=1000, page_token=token)
@@ -234,6 +237,8 @@ class SweepTracker(tune.Callback):
         self._last_probe = 0.0
         self._busy = False  # inside a hook or a replay
         self._code_version = git_commit()
+        self._server_was_lost = False
+        self._recheck: set[str] = set()  # runs whose last logged epoch must be asked again
 
     def __getstate__(self) -> dict[str, Any]:
         return {key: getattr(self, key) for key in ("study", "sweep_id", "experiment", "log_model")}
@@ -275,6 +280,9 @@ class SweepTracker(tune.Callback):
             )
             self._queue.append((name, call))
             self._last_probe = time.monotonic()
+            # a call cut off mid-way may have been written before the answer was lost
+            self._server_was_lost = True
+            self._recheck.update(self._runs.values())
         finally:
             self._busy = False
 
@@ -352,6 +360,12 @@ class SweepTracker(tune.Callback):
     @_never_fails
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         run_id = self._runs.get(trial.trial_id)
+        if run_id is None and self._server_was_lost:  # its creation may have gone through
+            query = f"tags.`{TAG_TRIAL_ID}` = '{trial.trial_id}'"
+            found = find_runs(self.client, self._experiment_id, self.sweep_id, "trial", query)
+            run_id = next((run.info.run_id for run in found), None)
+            if run_id is not None:
+                self._runs[trial.trial_id] = run_id
         if run_id is None:
             self._create_trial_run(trial)
         else:  # resumed or retried: continue the same run
@@ -379,6 +393,10 @@ class SweepTracker(tune.Callback):
     ) -> None:
         run_id = self._runs[trial.trial_id]
         epoch = int(result["epoch"])
+        if run_id in self._recheck:  # after an outage: what did the server actually keep?
+            logged = int(self.client.get_run(run_id).data.metrics.get("epoch", 0))
+            self._last_epoch[run_id] = max(self._last_epoch.get(run_id, 0), logged)
+            self._recheck.discard(run_id)
         # a resumed trial repeats the epochs after its last checkpoint: the first values stay
         if epoch <= self._last_epoch.get(run_id, 0):
             return
