@@ -105,17 +105,21 @@ def write_tables(study: Study, out: Path) -> None:
         import pandas as pd
     except ImportError:  # a bare GPU box: convert later, on a machine with pandas
         return
-    from tunelab.results import class_names_in, trial_rows
+    from tunelab.results import IDENTITY_FILE, class_names_in, trial_rows
 
+    # trials finish in any order; the tables list arms as the space does, then by seed
+    position = {arm: index for index, arm in enumerate(study.arms)}
+    summaries = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
+    summaries.sort(key=lambda s: (position.get(s["identity"]["arm"], 0), s["identity"]["seed"]))
     rows = []
-    for line in (out / "trials.jsonl").read_text().splitlines():
-        summary = json.loads(line)
+    for summary in summaries:
         identity, last = summary["identity"], summary["last"]
         cfg = study.trial_config({"arm": identity["arm"], "seed": identity["seed"]})
         rows += trial_rows(cfg, identity, last, class_names_in(last))
     pd.DataFrame(rows).to_parquet(out / "results.parquet", index=False)
     epochs = [json.loads(line) for line in (out / "epochs.jsonl").read_text().splitlines()]
     pd.DataFrame(epochs).to_parquet(out / "epochs.parquet", index=False)
+    (out / IDENTITY_FILE).write_text(json.dumps({"baseline": study.baseline or ""}) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,13 +1,17 @@
-"""Epochs and wall time a sweep spends with ASHA + the convergence stopper vs with neither.
+"""Epochs and wall time a search spends with ASHA + the convergence stopper vs with neither.
 
-Runs the same space twice and compares total epochs, wall time, the best arm and the ranking of
-the top 3, by the mean primary metric over each arm's scored seeds (what the table prints).
+Runs the same space twice, as written and with `--scheduler none --no-convergence`, and compares
+total epochs, wall time, the winning configuration and the ranking of the top 3. Configurations
+are ranked by their best trial's last reported metric, pruned trials included: that is the
+number ASHA decides on, and what a search returns as its best result. Each sweep's
+`results.parquet` and `epochs.parquet` are kept in `bench/results/sweep_efficiency/<run>/`.
 
-    python bench/sweep_efficiency.py search_spaces/losses.py [sweep options, e.g. --data DIR]
+    python -m bench.sweep_efficiency search_spaces/lr_dropout.py [sweep options, e.g. --data DIR]
 """
 
 from __future__ import annotations
 
+import shutil
 import sys
 import tempfile
 import time
@@ -15,31 +19,32 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.common import save
-from tunelab.results import SCORED_STATUSES
+from bench.common import RESULTS, save
+from tunelab.results import EPOCHS_FILE, RESULTS_FILE
 from tunelab.space import load_study
-from tunelab.sweep import RESULTS_FILE
 from tunelab.sweep import main as sweep_main
 
+FULL = ["--scheduler", "none", "--no-convergence"]
 
-def run(space: str, extra: list[str], storage: str) -> tuple[pd.DataFrame, float]:
+
+def run(space: str, extra: list[str], storage: Path, keep: Path) -> tuple[pd.DataFrame, float]:
     start = time.perf_counter()
-    assert sweep_main([space, "--storage", storage, "--quiet", *extra]) == 0
+    if sweep_main([space, "--storage", str(storage), "--quiet", *extra]) != 0:
+        raise SystemExit(f"the sweep of {space} failed: see its output above")
     elapsed = time.perf_counter() - start
-    name = load_study(space).name
-    results = pd.read_parquet(Path(storage) / name / RESULTS_FILE)
+    folder = storage / load_study(space).name
+    keep.mkdir(parents=True, exist_ok=True)
+    for name in (RESULTS_FILE, EPOCHS_FILE):
+        shutil.copy(folder / name, keep / name)
+    results = pd.read_parquet(folder / RESULTS_FILE)
     return results[results["primary"]], elapsed
 
 
-def arm_means(results: pd.DataFrame, metric: str, ascending: bool) -> dict[str, float]:
-    """Arms, best first, by the mean over their scored seeds: the number the table prints.
-
-    An arm with no completed or converged seed (all pruned) ranks last.
-    """
-    scored = results[results["status"].isin(SCORED_STATUSES)]
-    means = scored.groupby("arm")[metric].mean().sort_values(ascending=ascending)
-    unscored = sorted(set(results["arm"]) - set(means.index))
-    return {**means.to_dict(), **dict.fromkeys(unscored, float("nan"))}
+def ranking(results: pd.DataFrame, metric: str, ascending: bool) -> dict[str, float]:
+    """Configurations, best first, by their best trial's last reported metric."""
+    per_arm = results.groupby("arm")[metric]
+    best = per_arm.min() if ascending else per_arm.max()
+    return best.sort_values(ascending=ascending, na_position="last").to_dict()
 
 
 def main() -> None:
@@ -48,42 +53,32 @@ def main() -> None:
     metric = study.metric.removeprefix("val_")
     runs = {}
     with tempfile.TemporaryDirectory() as folder:
-        runs["pruned"] = run(space, extra, f"{folder}/pruned")
-        full = [*extra, "--scheduler", "none", "--no-convergence"]
-        runs["full"] = run(space, full, f"{folder}/full")
+        for name, flags in (("pruned", extra), ("full", [*extra, *FULL])):
+            keep = RESULTS / "sweep_efficiency" / name
+            runs[name] = run(space, flags, Path(folder) / name, keep)
     summary = {}
     for name, (results, seconds) in runs.items():
-        means = arm_means(results, metric, ascending=study.mode == "min")
-        order = list(means)
+        scores = ranking(results, metric, ascending=study.mode == "min")
         summary[name] = {
             "epochs": int(results["epochs"].sum()),
             "wall_s": seconds,
-            "ranking": order,
-            "arm_means": means,
+            "ranking": list(scores),
+            "best_trial_scores": scores,
             "statuses": results["status"].value_counts().to_dict(),
         }
         print(
             f"{name:7} epochs {summary[name]['epochs']:5d}  wall {seconds:7.0f} s  "
-            f"ranking {order}  {summary[name]['statuses']}"
+            f"top 3 {list(scores)[:3]}  {summary[name]['statuses']}"
         )
     share = summary["pruned"]["epochs"] / summary["full"]["epochs"]
     same_best = summary["pruned"]["ranking"][0] == summary["full"]["ranking"][0]
     same_top3 = summary["pruned"]["ranking"][:3] == summary["full"]["ranking"][:3]
     print(
-        f"pruned sweep used {share:.0%} of the epochs; same best arm: {same_best}; "
+        f"pruned sweep used {share:.0%} of the epochs; same best configuration: {same_best}; "
         f"same top 3: {same_top3}"
     )
-    path = save(
-        "sweep_efficiency",
-        {
-            "space": space,
-            "extra": extra,
-            **summary,
-            "epoch_share": share,
-            "same_best": same_best,
-            "same_top3": same_top3,
-        },
-    )
+    payload = {"space": space, "extra": extra, **summary, "epoch_share": share}
+    path = save("sweep_efficiency", {**payload, "same_best": same_best, "same_top3": same_top3})
     print(f"wrote {path}")
 
 

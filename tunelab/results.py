@@ -14,6 +14,13 @@ from typing import Any
 
 from tunelab.config import TrialConfig
 
+# the sweep folder's files, read by analysis without Ray
+RESULTS_FILE = "results.parquet"  # one row per trial x threshold
+EPOCHS_FILE = "epochs.parquet"  # one row per trial x epoch
+TABLE_FILE = "results.md"  # the table the sweep printed
+PREVIEWS_FOLDER = "previews"  # <trial_id>.npz: each trial's last prediction preview
+IDENTITY_FILE = "tunelab.json"  # the sweep's id and MLflow experiment, read back by --resume
+
 METRICS = ("iou", "dice", "pixel_error", "accuracy")
 # statuses whose numbers describe a trained model; the rest are shown, never averaged in
 SCORED_STATUSES = ("completed", "converged")

@@ -24,25 +24,29 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from analysis.tables import format_markdown, main_table
 from tunelab.config import TrialConfig
 from tunelab.data import load
-from tunelab.results import class_names_in, error_message, final_status, trial_rows
+from tunelab.results import (
+    EPOCHS_FILE,
+    IDENTITY_FILE,
+    PREVIEWS_FOLDER,
+    RESULTS_FILE,
+    TABLE_FILE,
+    class_names_in,
+    error_message,
+    final_status,
+    trial_rows,
+)
 from tunelab.space import Study
 from tunelab.stopper import ConvergenceStopper
-from tunelab.sweep import RESULTS_FILE, SweepOptions
+from tunelab.sweep import SweepOptions
 from tunelab.tracking import (
-    CONVERGENCE_METRICS,
-    EPOCH_METRICS,
     SweepTracker,
     TrackingError,
     check_reachable,
     end_sweep,
+    is_epoch_value,
     ui_command,
 )
 from tunelab.trainable import PREVIEW_FILE, PROGRESS_METRICS, train_trial
-
-EPOCHS_FILE = "epochs.parquet"
-TABLE_FILE = "results.md"
-PREVIEWS_FOLDER = "previews"
-IDENTITY_FILE = "tunelab.json"  # the sweep's id and MLflow experiment, read back by --resume
 
 
 class SetupError(RuntimeError):
@@ -92,7 +96,9 @@ def run_sweep(study: Study, options: SweepOptions) -> str:
     copy_previews(grid, sweep_dir / PREVIEWS_FOLDER)
     table = format_markdown(main_table(results))
     (sweep_dir / TABLE_FILE).write_text(table + "\n")
-    files = [sweep_dir / name for name in (RESULTS_FILE, EPOCHS_FILE, TABLE_FILE)]
+    # everything analysis reads, so `python -m analysis EXPERIMENT` works from MLflow alone
+    layout = (RESULTS_FILE, EPOCHS_FILE, TABLE_FILE, IDENTITY_FILE, PREVIEWS_FOLDER)
+    files = [sweep_dir / name for name in layout]
     try:
         trial_ids = set(results["trial_id"])
         parent_run = end_sweep(sweep_id, experiment, files, "FINISHED", trial_ids)
@@ -116,7 +122,11 @@ def _sweep_identity(sweep_dir: Path, study: Study, options: SweepOptions) -> tup
             raise SystemExit(f"error: nothing to resume at {sweep_dir} (no {IDENTITY_FILE})")
         saved = json.loads(path.read_text())
         return saved["sweep_id"], saved["experiment"]
-    identity = {"sweep_id": uuid.uuid4().hex[:12], "experiment": options.experiment or study.name}
+    identity = {
+        "sweep_id": uuid.uuid4().hex[:12],
+        "experiment": options.experiment or study.name,
+        "baseline": study.baseline or "",  # the arm analysis compares the others against
+    }
     sweep_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(identity) + "\n")
     return identity["sweep_id"], identity["experiment"]
@@ -270,8 +280,7 @@ def epochs_frame(study: Study, grid: tune.ResultGrid) -> pd.DataFrame:
         history = result.metrics_dataframe
         if history is None or "epoch" not in history:
             continue  # failed before its first epoch
-        logged = EPOCH_METRICS + CONVERGENCE_METRICS
-        columns = [c for c in history if c in logged or c.startswith("val_")]
+        columns = [c for c in history if is_epoch_value(c)]
         # a resumed trial repeats the epochs after its checkpoint; keep what MLflow keeps
         frame = history[columns].drop_duplicates("epoch")
         identity = pd.DataFrame([trial_identity(study, result)] * len(frame), index=frame.index)

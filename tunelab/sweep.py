@@ -19,8 +19,6 @@ from typing import Any
 from tunelab.config import parse_overrides
 from tunelab.space import SpaceError, Study, load_study
 
-RESULTS_FILE = "results.parquet"
-
 
 @dataclass(frozen=True)
 class SweepOptions:

@@ -21,7 +21,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +29,24 @@ import mlflow
 import mlflow.pytorch
 import numpy as np
 import pandas as pd
-from mlflow.entities import Metric, Param, Run, RunTag
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray import tune
 
 from analysis.figures import learning_curve, prediction_grid, save_png
+from tunelab.mlflow_store import (
+    TAG_ARM,
+    TAG_NODE,
+    TAG_REASON,
+    TAG_RETRIES,
+    TAG_ROLE,
+    TAG_SEED,
+    TAG_STATUS,
+    TAG_SWEEP_ID,
+    TAG_TRIAL_ID,
+    experiment_id,
+    find_runs,
+)
 from tunelab.model import UNet
 from tunelab.results import METRICS, class_names_in, error_message, final_status, trial_rows
 from tunelab.space import Study
@@ -41,15 +54,6 @@ from tunelab.trainable import DATA_REPORT_FILE, PREVIEW_FILE, load_state
 
 logger = logging.getLogger(__name__)
 
-TAG_ROLE = "tunelab.role"  # "sweep" (the parent run) or "trial"
-TAG_SWEEP_ID = "tunelab.sweep_id"
-TAG_TRIAL_ID = "tunelab.trial_id"
-TAG_ARM = "tunelab.arm"
-TAG_SEED = "tunelab.seed"
-TAG_STATUS = "tunelab.status"  # running, then completed / converged / pruned / diverged / failed
-TAG_REASON = "tunelab.reason"  # why a trial failed or diverged
-TAG_NODE = "tunelab.node_id"
-TAG_RETRIES = "tunelab.retries"
 # statuses whose MLflow run ends FAILED; the others end FINISHED (pruned is a normal end)
 FAILED_STATUSES = ("diverged", "failed")
 # per-epoch values of EpochResult.to_flat() that are not validation metrics (`val_*`)
@@ -109,15 +113,17 @@ def git_commit() -> dict[str, str]:
     }
 
 
+def is_epoch_value(key: str) -> bool:
+    """Whether a reported key is one of the trial's own per-epoch values, not Ray's bookkeeping."""
+    return key in EPOCH_METRICS + CONVERGENCE_METRICS or key.startswith("val_")
+
+
 def epoch_metrics(result: dict[str, Any]) -> dict[str, float]:
-    """The values of one epoch's report that MLflow logs (not Ray's bookkeeping keys)."""
-    keep = EPOCH_METRICS + CONVERGENCE_METRICS
+    """The values of one epoch's report that MLflow logs."""
     return {
         key: float(value)
         for key, value in result.items()
-        if (key in keep or key.startswith("val_"))
-        and isinstance(value, (int, float))
-        and not isinstance(value, bool)
+        if is_epoch_value(key) and isinstance(value, (int, float)) and not isinstance(value, bool)
     }
 
 
@@ -134,33 +140,6 @@ def class_table(study: Study, params: dict[str, Any], last: dict[str, Any]) -> p
     return pd.DataFrame(rows, columns=["class", "threshold", *METRICS])
 
 
-def find_runs(
-    client: MlflowClient, experiment_id: str, sweep_id: str, role: str, extra: str = ""
-) -> Iterator[Run]:
-    """The runs of one sweep with one role (and the `extra` filter), whatever their status."""
-    query = f"tags.`{TAG_SWEEP_ID}` = '{sweep_id}' and tags.`{TAG_ROLE}` = '{role}'"
-    query += f" and {extra}" if extra else ""
-    token = None
-    while True:
-        page = client.search_runs([experiment_id], query, max_results=1000, page_token=token)
-        yield from page
-        token = page.token
-        if not token:
-            return
-
-
-def experiment_id(client: MlflowClient, name: str) -> str:
-    experiment = client.get_experiment_by_name(name)
-    if experiment is None:
-        # a training experiment: the UI opens on its runs table, not on GenAI traces
-        return client.create_experiment(
-            name, tags={"mlflow.experimentKind": "custom_model_development"}
-        )
-    if experiment.lifecycle_stage == "deleted":
-        client.restore_experiment(experiment.experiment_id)
-    return experiment.experiment_id
-
-
 def end_sweep(
     sweep_id: str,
     experiment: str,
@@ -168,7 +147,7 @@ def end_sweep(
     status: str,
     trial_ids: set[str] | None,
 ) -> str:
-    """Close the sweep's parent run with `status`, after logging `files` to it.
+    """Close the sweep's parent run with `status`, after logging `files` (or folders) to it.
 
     Trial runs still open are closed KILLED: after a Ctrl+C (`trial_ids` None) `--resume`
     reopens them; after a finished sweep they belong to trials that no longer exist (Tune
@@ -184,7 +163,10 @@ def end_sweep(
             client.set_terminated(run.info.run_id, "KILLED")
     parent = next(find_runs(client, exp_id, sweep_id, "sweep"))
     for path in files:
-        client.log_artifact(parent.info.run_id, str(path))
+        if path.is_dir():
+            client.log_artifacts(parent.info.run_id, str(path), artifact_path=path.name)
+        else:
+            client.log_artifact(parent.info.run_id, str(path))
     client.set_terminated(parent.info.run_id, status)
     return parent.info.run_id
 

@@ -1,0 +1,59 @@
+"""`python -m analysis SWEEP_DIR_OR_MLFLOW_EXPERIMENT`: a finished sweep's tables and figures.
+
+Prints the report (Markdown), writes CSV, LaTeX and PNG files to --out (default: the sweep
+folder's `analysis/`), and logs them to the sweep's parent run in MLflow. Exit status 2 for input
+it cannot use, with a message that says why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from analysis.mlflow_sweep import load_mlflow_sweep, log_report
+from analysis.report import AnalysisError, build_report, load_sweep
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "sweep", help="a sweep folder (runs/<NAME>) or the name of its MLflow experiment"
+    )
+    parser.add_argument("--baseline", help="arm to compare the others with (default: BASELINE)")
+    parser.add_argument("--arm", help="arm of the threshold table (default: best mean IoU)")
+    parser.add_argument(
+        "--out", help="output folder (default: <sweep folder>/analysis, or analysis-<experiment>)"
+    )
+    parser.add_argument(
+        "--mlflow-uri",
+        default=os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{Path.cwd() / 'mlflow.db'}"),
+        help="tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db as the sweep uses)",
+    )
+    parser.add_argument("--sweep-id", help="with an experiment: this sweep, not the newest")
+    parser.add_argument("--no-mlflow", action="store_true", help="do not log the report to MLflow")
+    args = parser.parse_args(argv)
+    try:
+        if Path(args.sweep).is_dir():
+            sweep, out = load_sweep(args.sweep), args.out
+        else:  # the sweep's files are downloaded into <out>/sweep
+            out = Path(args.out or f"analysis-{args.sweep}")
+            sweep = load_mlflow_sweep(args.sweep, out / "sweep", args.mlflow_uri, args.sweep_id)
+        report = build_report(sweep, out, baseline=args.baseline, arm=args.arm)
+    except AnalysisError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(report.markdown)
+    print(f"files: {report.files[0].parent}")
+    if not args.no_mlflow:
+        try:
+            run_id = log_report(report, sweep, args.mlflow_uri)
+            print(f"logged to MLflow run {run_id} ({args.mlflow_uri}), artifacts analysis/")
+        except Exception as error:  # the report is on disk; MLflow is a copy
+            print(f"warning: not logged to MLflow: {error}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
