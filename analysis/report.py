@@ -73,6 +73,8 @@ def load_sweep(folder: str | Path) -> Sweep:
         raise AnalysisError(
             f"{results_path}: not a tunelab results table (lacks {sorted(missing)})"
         )
+    if results.empty:
+        raise AnalysisError(f"{results_path}: no trials in it")
     epochs_path = folder / EPOCHS_FILE
     epochs = pd.read_parquet(epochs_path) if epochs_path.is_file() else pd.DataFrame()
     previews = {}
@@ -86,15 +88,16 @@ def load_sweep(folder: str | Path) -> Sweep:
 
 def default_baseline(sweep: Sweep) -> str:
     """The space's BASELINE as the sweep recorded it, else the first arm."""
-    arms = list(dict.fromkeys(tables.primary_rows(sweep.results)["arm"]))
-    return str(sweep.identity.get("baseline") or arms[0])
+    arms = tables.arm_names(sweep.results)
+    recorded = sweep.identity.get("baseline", "")
+    return recorded if recorded in arms else arms[0]
 
 
 def best_arm(sweep: Sweep, metric: str = "iou") -> str:
     """The arm with the best mean primary metric over scored seeds (pixel error: lowest)."""
     main = tables.main_table(sweep.results).iloc[1:].dropna(subset=[f"{metric}_mean"])
     if main.empty:
-        return str(tables.primary_rows(sweep.results)["arm"].iloc[0])
+        return tables.arm_names(sweep.results)[0]
     order = main.sort_values(f"{metric}_mean", ascending=metric == "pixel_error")
     return str(order["arm"].iloc[0])
 
@@ -110,7 +113,7 @@ def build_report(
     `baseline` is what the paired comparisons are against (default: the space's BASELINE);
     `arm` is the arm of the threshold table (default: the best by mean IoU).
     """
-    arms = list(dict.fromkeys(tables.primary_rows(sweep.results)["arm"]))
+    arms = tables.arm_names(sweep.results)
     for name, value in (("--baseline", baseline), ("--arm", arm)):
         if value is not None and value not in arms:
             raise AnalysisError(f"{name} {value!r} is not an arm of this sweep; arms: {arms}")

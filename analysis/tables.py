@@ -42,6 +42,11 @@ def primary_rows(results: pd.DataFrame) -> pd.DataFrame:
     return results[results["primary"]]
 
 
+def arm_names(results: pd.DataFrame) -> list[str]:
+    """The sweep's arms, in the order of the results."""
+    return [str(arm) for arm in dict.fromkeys(results["arm"])]
+
+
 def is_multiclass(results: pd.DataFrame) -> bool:
     return bool((results["threshold"] == "argmax").any())
 
@@ -127,8 +132,7 @@ def threshold_table(results: pd.DataFrame, arm: str) -> pd.DataFrame:
     """One arm's metrics at every evaluated threshold (Otsu included), over scored seeds."""
     trials = results[results["arm"] == arm]
     if trials.empty:
-        known = ", ".join(dict.fromkeys(results["arm"]))
-        raise KeyError(f"no arm {arm!r} in the results; arms: {known}")
+        raise KeyError(f"no arm {arm!r} in the results; arms: {arm_names(results)}")
     return _frame(
         [
             _summarise({"threshold": label}, rows, table_metrics(results))
@@ -147,7 +151,7 @@ def seed_scores(results: pd.DataFrame, arm: str, metric: str) -> dict[int, float
 
 def comparison_table(results: pd.DataFrame, baseline: str) -> pd.DataFrame:
     """Every other arm against `baseline`, per metric, paired by seed (see `analysis.stats`)."""
-    arms = list(dict.fromkeys(primary_rows(results)["arm"]))
+    arms = arm_names(results)
     if baseline not in arms:
         raise KeyError(f"baseline {baseline!r} is not an arm of the results; arms: {arms}")
     rows = []

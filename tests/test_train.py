@@ -34,6 +34,8 @@ def test_fit_yields_one_result_per_epoch_with_metrics(tiny):
     flat = last.to_flat()
     assert flat["val_iou"] == last.metrics["iou"] and flat["status"] == "completed"
     assert flat["lr"] == 1e-3 and flat["epoch_seconds"] > 0
+    # the time before the first step (data load, model build) is reported once, with epoch 1
+    assert results[0].to_flat()["startup_seconds"] > 0 and "startup_seconds" not in flat
 
 
 def test_same_config_same_numbers(tiny):

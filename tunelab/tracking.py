@@ -57,7 +57,15 @@ logger = logging.getLogger(__name__)
 # statuses whose MLflow run ends FAILED; the others end FINISHED (pruned is a normal end)
 FAILED_STATUSES = ("diverged", "failed")
 # per-epoch values of EpochResult.to_flat() that are not validation metrics (`val_*`)
-EPOCH_METRICS = ("epoch", "train_loss", "val_loss", "lr", "epoch_seconds", "data_seconds")
+EPOCH_METRICS = (
+    "epoch",
+    "train_loss",
+    "val_loss",
+    "lr",
+    "epoch_seconds",
+    "data_seconds",
+    "startup_seconds",
+)
 CONVERGENCE_METRICS = ("trend", "streak")
 MAX_PARAMS, MAX_METRICS = 100, 1000  # MLflow's limits per log_batch call
 

@@ -39,6 +39,9 @@ class EpochResult:
     trend: float | None  # the convergence trend index; None before the window fills
     streak: int  # consecutive epochs the trend has not been falling (the rule's state)
     status: Status
+    # the first epoch a Trainer runs: seconds from its construction (data load included) to
+    # the start of training, what a trial pays before its first step
+    startup_seconds: float | None = None
 
     def to_flat(self) -> dict[str, float | int | str]:
         """One flat dict of everything, the form Ray reports and MLflow logs."""
@@ -54,6 +57,8 @@ class EpochResult:
         }
         if self.trend is not None:
             flat["trend"] = self.trend
+        if self.startup_seconds is not None:
+            flat["startup_seconds"] = self.startup_seconds
         flat.update({f"val_{name}": value for name, value in self.metrics.items()})
         return flat
 
@@ -93,6 +98,7 @@ class Trainer:
         data: PreparedData | None = None,
         stop_on_convergence: bool = True,
     ) -> None:
+        self.created = time.perf_counter()
         self.cfg = cfg
         self.stop_on_convergence = stop_on_convergence
         self.data = data if data is not None else prepare(cfg)
@@ -251,6 +257,7 @@ class Trainer:
 
     def epochs(self) -> Iterator[EpochResult]:
         """Train until max epochs, convergence or divergence, one result per epoch."""
+        startup: float | None = time.perf_counter() - self.created
         while self.epoch < self.cfg.train.max_epochs:
             self.epoch += 1
             start = time.perf_counter()
@@ -282,7 +289,9 @@ class Trainer:
                 trend=trend,
                 streak=self.rule.streak,
                 status=status,
+                startup_seconds=startup,
             )
+            startup = None
             if status == "converged" and self.stop_on_convergence:
                 return
 
