@@ -8,12 +8,12 @@ it cannot use, with a message that says why.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from analysis.mlflow_sweep import load_mlflow_sweep, log_report
 from analysis.report import AnalysisError, build_report, load_sweep
+from tunelab.mlflow_store import tracking_uri
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,8 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--mlflow-uri",
-        default=os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{Path.cwd() / 'mlflow.db'}"),
-        help="tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db as the sweep uses)",
+        help="tracking URI (default: the sweep's own, else $MLFLOW_TRACKING_URI, else ./mlflow.db)",
     )
     parser.add_argument("--sweep-id", help="with an experiment: this sweep, not the newest")
     parser.add_argument("--no-mlflow", action="store_true", help="do not log the report to MLflow")
@@ -37,9 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if Path(args.sweep).is_dir():
             sweep, out = load_sweep(args.sweep), args.out
+            uri = args.mlflow_uri or sweep.identity.get("mlflow_uri") or tracking_uri()
         else:  # the sweep's files are downloaded into <out>/sweep
-            out = Path(args.out or f"analysis-{args.sweep}")
-            sweep = load_mlflow_sweep(args.sweep, out / "sweep", args.mlflow_uri, args.sweep_id)
+            out, uri = Path(args.out or f"analysis-{args.sweep}"), args.mlflow_uri or tracking_uri()
+            sweep = load_mlflow_sweep(args.sweep, out / "sweep", uri, args.sweep_id)
         report = build_report(sweep, out, baseline=args.baseline, arm=args.arm)
     except AnalysisError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -48,8 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"files: {report.files[0].parent}")
     if not args.no_mlflow:
         try:
-            run_id = log_report(report, sweep, args.mlflow_uri)
-            print(f"logged to MLflow run {run_id} ({args.mlflow_uri}), artifacts analysis/")
+            run_id = log_report(report, sweep, uri)
+            print(f"logged to MLflow run {run_id} ({uri}), artifacts analysis/")
         except Exception as error:  # the report is on disk; MLflow is a copy
             print(f"warning: not logged to MLflow: {error}", file=sys.stderr)
     return 0

@@ -7,10 +7,15 @@ number ASHA decides on, and what a search returns as its best result. Each sweep
 `results.parquet` and `epochs.parquet` are kept in `bench/results/sweep_efficiency/<run>/`.
 
     python -m bench.sweep_efficiency search_spaces/lr_dropout.py [sweep options, e.g. --data DIR]
+
+`--reuse-full` (first argument after the space) takes the unpruned sweep kept by an earlier
+run instead of running it again: it does not depend on the space's ASHA settings, so trying
+other settings costs only the pruned sweep.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import tempfile
@@ -25,6 +30,7 @@ from tunelab.space import load_study
 from tunelab.sweep import main as sweep_main
 
 FULL = ["--scheduler", "none", "--no-convergence"]
+WALL_FILE = "wall.json"  # beside a kept sweep's tables: its wall time and flags
 
 
 def run(space: str, extra: list[str], storage: Path, keep: Path) -> tuple[pd.DataFrame, float]:
@@ -36,8 +42,14 @@ def run(space: str, extra: list[str], storage: Path, keep: Path) -> tuple[pd.Dat
     keep.mkdir(parents=True, exist_ok=True)
     for name in (RESULTS_FILE, EPOCHS_FILE):
         shutil.copy(folder / name, keep / name)
-    results = pd.read_parquet(folder / RESULTS_FILE)
-    return results[results["primary"]], elapsed
+    (keep / WALL_FILE).write_text(json.dumps({"wall_s": elapsed, "flags": extra}) + "\n")
+    return kept(keep)
+
+
+def kept(keep: Path) -> tuple[pd.DataFrame, float]:
+    """A sweep kept by `run`: its trials (primary threshold) and wall time."""
+    results = pd.read_parquet(keep / RESULTS_FILE)
+    return results[results["primary"]], json.loads((keep / WALL_FILE).read_text())["wall_s"]
 
 
 def ranking(results: pd.DataFrame, metric: str, ascending: bool) -> dict[str, float]:
@@ -49,13 +61,16 @@ def ranking(results: pd.DataFrame, metric: str, ascending: bool) -> dict[str, fl
 
 def main() -> None:
     space, extra = sys.argv[1], sys.argv[2:]
+    reuse_full = extra[:1] == ["--reuse-full"]
+    extra = extra[1:] if reuse_full else extra
     study = load_study(space)
     metric = study.metric.removeprefix("val_")
     runs = {}
     with tempfile.TemporaryDirectory() as folder:
         for name, flags in (("pruned", extra), ("full", [*extra, *FULL])):
             keep = RESULTS / "sweep_efficiency" / name
-            runs[name] = run(space, flags, Path(folder) / name, keep)
+            reused = reuse_full and name == "full"
+            runs[name] = kept(keep) if reused else run(space, flags, Path(folder) / name, keep)
     summary = {}
     for name, (results, seconds) in runs.items():
         scores = ranking(results, metric, ascending=study.mode == "min")
@@ -77,7 +92,8 @@ def main() -> None:
         f"pruned sweep used {share:.0%} of the epochs; same best configuration: {same_best}; "
         f"same top 3: {same_top3}"
     )
-    payload = {"space": space, "extra": extra, **summary, "epoch_share": share}
+    asha = load_study(space).asha
+    payload = {"space": space, "extra": extra, "asha": asha, **summary, "epoch_share": share}
     path = save("sweep_efficiency", {**payload, "same_best": same_best, "same_top3": same_top3})
     print(f"wrote {path}")
 

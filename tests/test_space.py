@@ -166,3 +166,24 @@ def test_cli_override_is_validated(tmp_path):
         timeout=60,
     )
     assert proc.returncode == 2 and "2**model.depth" in proc.stderr
+
+
+@pytest.mark.parametrize("path", SPACES, ids=lambda p: p.stem)
+def test_first_trial_config_is_complete(path):
+    # a space's BASE alone may be invalid (crc_losses' base has no multi-class loss yet);
+    # the sweep builds its shared data and scheduler settings from the first trial instead
+    study = load_study(path)
+    cfg = study.trial_config(study.first_params())
+    assert cfg.seed == study.seeds[0]
+
+
+def test_relative_data_root_is_made_absolute_for_the_trials(tmp_path, monkeypatch):
+    from tunelab.sweep import build_parser, study_from_args
+
+    monkeypatch.chdir(tmp_path)
+    space = tmp_path / "s.py"
+    space.write_text("BASE = {'data.root': 'data/ebhi'}\nARMS = {'a': {}}\n")
+    study = study_from_args(build_parser().parse_args([str(space)]))
+    assert study.base["data.root"] == str(tmp_path / "data" / "ebhi")
+    study = study_from_args(build_parser().parse_args([str(space), "--data", "other"]))
+    assert study.base["data.root"] == str(tmp_path / "other")

@@ -1,15 +1,19 @@
 """How a sweep is laid out in MLflow (tags, parent and trial runs), and how to find its runs.
 
 Shared by the tracker, which writes the runs, and analysis, which reads them back; it imports
-neither Ray nor torch.
+neither Ray nor torch, nor MLflow itself (callers pass their client).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mlflow.entities import Run
-from mlflow.tracking import MlflowClient
+if TYPE_CHECKING:  # the sweep CLI imports this before validating a space: keep it light
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
 
 TAG_ROLE = "tunelab.role"  # "sweep" (the parent run) or "trial"
 TAG_SWEEP_ID = "tunelab.sweep_id"
@@ -20,6 +24,12 @@ TAG_STATUS = "tunelab.status"  # running, then completed / converged / pruned / 
 TAG_REASON = "tunelab.reason"  # why a trial failed or diverged
 TAG_NODE = "tunelab.node_id"
 TAG_RETRIES = "tunelab.retries"
+
+
+def tracking_uri(explicit: str | None = None) -> str:
+    """`explicit`, else $MLFLOW_TRACKING_URI, else ./mlflow.db: where `mlflow ui` looks."""
+    uri = explicit or os.environ.get("MLFLOW_TRACKING_URI")
+    return uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
 def find_runs(

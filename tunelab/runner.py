@@ -69,7 +69,7 @@ def run_sweep(study: Study, options: SweepOptions) -> str:
         check_reachable(options.mlflow_uri)
     except TrackingError as error:
         raise SetupError(str(error)) from None
-    base = study.trial_config({"seed": study.seeds[0]})
+    base = study.trial_config(study.first_params())  # the base alone may be incomplete
     try:  # decode (or generate) the data once, here, rather than in every trial at once
         load(base.data)
     except (ValueError, OSError) as error:  # before Ray starts: a bad folder costs nothing
@@ -110,6 +110,7 @@ def run_sweep(study: Study, options: SweepOptions) -> str:
         )
     return (
         f"\n{table}\n\nresults: {sweep_dir / RESULTS_FILE}\nRay experiment: {sweep_dir}\n"
+        f"paper tables, comparisons and figures: python -m analysis {sweep_dir}\n"
         f"MLflow: {mlflow_line}\nopen the MLflow UI: {ui_command(options.mlflow_uri)}"
     )
 
@@ -126,6 +127,7 @@ def _sweep_identity(sweep_dir: Path, study: Study, options: SweepOptions) -> tup
         "sweep_id": uuid.uuid4().hex[:12],
         "experiment": options.experiment or study.name,
         "baseline": study.baseline or "",  # the arm analysis compares the others against
+        "mlflow_uri": options.mlflow_uri,  # where analysis logs its report
     }
     sweep_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(identity) + "\n")

@@ -92,6 +92,14 @@ class Study:
             overrides = {**self.arms[arm], **overrides}
         return TrialConfig.from_dict({**self.base, **overrides})
 
+    def first_params(self) -> dict[str, Any]:
+        """The params of the study's first trial: its first arm, or each key's first value."""
+        if self.kind == "ablation":
+            return {"arm": next(iter(self.arms)), "seed": self.seeds[0]}
+        return {key: _candidates(value)[0] for key, value in self.space.items()} | {
+            "seed": self.seeds[0]
+        }
+
     def arm_label(self, params: dict[str, Any]) -> str:
         """What tables and MLflow call a trial's arm: the arm name, or the sampled values."""
         if "arm" in params:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.config import parse_overrides
+from tunelab.mlflow_store import tracking_uri
 from tunelab.space import SpaceError, Study, load_study
 
 
@@ -96,7 +96,10 @@ def study_from_args(args: argparse.Namespace) -> Study:
     study = load_study(args.space)
     overrides = parse_overrides(args.set)
     if args.data is not None:
-        overrides["data.root"] = str(Path(args.data).resolve())
+        overrides["data.root"] = args.data
+    root = overrides.get("data.root", study.base.get("data.root"))
+    if root:  # trials run in Ray's own working folders: a relative path would not be found there
+        overrides["data.root"] = str(Path(str(root)).resolve())
     if args.max_epochs is not None:
         overrides["train.max_epochs"] = args.max_epochs
     changes: dict[str, Any] = {}
@@ -116,12 +119,6 @@ def study_from_args(args: argparse.Namespace) -> Study:
     if changes:
         study = dataclasses.replace(study, **changes)
     return study.with_base(overrides) if overrides else study
-
-
-def _mlflow_uri(explicit: str | None) -> str:
-    """--mlflow-uri, else $MLFLOW_TRACKING_URI, else ./mlflow.db: where `mlflow ui` looks."""
-    uri = explicit or os.environ.get("MLFLOW_TRACKING_URI")
-    return uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
 def _show_warnings() -> None:
@@ -152,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         max_failures=args.max_failures,
         num_cpus=args.num_cpus,
         verbose=0 if args.quiet else 1,
-        mlflow_uri=_mlflow_uri(args.mlflow_uri),
+        mlflow_uri=tracking_uri(args.mlflow_uri),
         experiment=args.experiment,
         log_model=args.log_model,
     )
