@@ -19,11 +19,18 @@ def load_mlflow_sweep(
     The sweep's parent run holds the files of the sweep folder (results, epochs, previews),
     logged when the sweep ended; a sweep that never ended has none and is refused.
     """
+    if uri and uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise AnalysisError(
+            f"{experiment!r} is not a sweep folder, and there is no MLflow store at {uri} "
+            "to look it up in; pass the sweep's folder or --mlflow-uri"
+        )
     client = MlflowClient(uri)
     try:
         parent = latest_sweep(client, experiment, sweep_id)
     except LookupError as error:
-        raise AnalysisError(f"{error} (tracking URI {client.tracking_uri})") from None
+        raise AnalysisError(
+            f"{experiment!r} is not a sweep folder, and {error} (tracking URI {uri})"
+        ) from None
     run_id = parent.info.run_id
     logged = {item.path for item in client.list_artifacts(run_id)}
     if RESULTS_FILE not in logged:

@@ -126,6 +126,13 @@ def test_cli_rejects_a_folder_without_results(tmp_path: Path, capsys) -> None:
     assert "no results.parquet" in err and str(tmp_path / "empty") in err
 
 
+def test_cli_neither_folder_nor_store_creates_nothing(tmp_path: Path, capsys) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert analysis_main(["runs/typo", "--mlflow-uri", uri]) == 2
+    assert "'runs/typo' is not a sweep folder" in capsys.readouterr().err
+    assert not (tmp_path / "mlflow.db").exists()
+
+
 def test_cli_names_a_missing_experiment(tmp_path: Path, capsys) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     MlflowClient(uri).create_experiment("other")

@@ -7,7 +7,7 @@ import torch
 
 from tunelab.config import TrialConfig
 from tunelab.data import prepare
-from tunelab.train import Trainer, fit, main
+from tunelab.train import Trainer, fit, main, resolve_dtype
 
 
 @pytest.fixture(scope="module")
@@ -148,3 +148,18 @@ def test_cli_rejects_bad_override(capsys):
         main(["--set", "model.dropot=0.1"])
     assert info.value.code == 2
     assert "did you mean 'model.dropout'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("avx512_bf16", "amx", "expected"),
+    [(True, False, torch.bfloat16), (False, True, torch.bfloat16), (False, False, None)],
+)
+def test_auto_precision_on_cpu_uses_bf16_only_where_it_is_native(
+    monkeypatch, avx512_bf16, amx, expected
+):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    cfg = TrialConfig.from_dict({"train.precision": "auto"})
+    assert resolve_dtype(cfg, torch.device("cpu")) == expected
+    fp32 = TrialConfig.from_dict({"train.precision": "fp32"})
+    assert resolve_dtype(fp32, torch.device("cpu")) is None

@@ -71,15 +71,20 @@ def resolve_device(cfg: TrialConfig) -> torch.device:
     return torch.device(cfg.train.device)
 
 
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX: bf16 autocast runs natively. Elsewhere (AVX2, or AVX-512 without
+    BF16) it is emulated and about 20x slower than fp32 (BENCHMARKS.md)."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, hence getattr
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
 def resolve_dtype(cfg: TrialConfig, device: torch.device) -> torch.dtype | None:
     """The autocast dtype, or None for plain fp32."""
     precision = cfg.train.precision
     if precision == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        # bf16 autocast only pays off on CPUs with native bf16 (AVX512-BF16 / AMX)
-        capability = torch.backends.cpu.get_cpu_capability()
-        return torch.bfloat16 if capability.startswith("AVX512") else None
+        return torch.bfloat16 if cpu_has_native_bf16() else None
     if precision == "fp16" and device.type != "cuda":
         raise ValueError("train.precision = 'fp16' needs a CUDA device; use 'bf16' on CPU")
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
