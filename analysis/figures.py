@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from analysis.tables import split_reference
+
 
 def learning_curve(history: pd.DataFrame, title: str = "") -> Figure:
     """Train and validation loss by epoch, with the convergence trend on a second axis."""
@@ -53,14 +55,14 @@ def prediction_grid(preview: Mapping[str, np.ndarray], title: str = "") -> Figur
 
 def metric_bars(table: pd.DataFrame, metrics: Sequence[str], labels: Mapping[str, str]) -> Figure:
     """One panel per metric: a bar per arm at its mean over seeds, the std as an error bar, and
-    the all-foreground reference (the table's first row) as a dashed line."""
-    reference, arms = table.iloc[0], table.iloc[1:]
+    the all-foreground reference, where the table has one, as a dashed line."""
+    reference, arms = split_reference(table)
     fig = Figure(figsize=(3.2 * len(metrics), 3.6), layout="constrained")
     positions = np.arange(len(arms))
     for ax, metric in zip(fig.subplots(1, len(metrics), squeeze=False)[0], metrics, strict=True):
         errors = arms[f"{metric}_std"].fillna(0.0)
         ax.bar(positions, arms[f"{metric}_mean"], yerr=errors, capsize=4, color="tab:blue")
-        if not np.isnan(reference[f"{metric}_mean"]):
+        if reference is not None and not np.isnan(reference[f"{metric}_mean"]):
             ax.axhline(reference[f"{metric}_mean"], color="grey", ls="--", label="all foreground")
             ax.legend(fontsize="small")
         ax.set_xticks(positions, arms["arm"], rotation=30, ha="right", fontsize="small")

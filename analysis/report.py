@@ -95,7 +95,8 @@ def default_baseline(sweep: Sweep) -> str:
 
 def best_arm(sweep: Sweep, metric: str = "iou") -> str:
     """The arm with the best mean primary metric over scored seeds (pixel error: lowest)."""
-    main = tables.main_table(sweep.results).iloc[1:].dropna(subset=[f"{metric}_mean"])
+    _, main = tables.split_reference(tables.main_table(sweep.results))
+    main = main.dropna(subset=[f"{metric}_mean"])
     if main.empty:
         return tables.arm_names(sweep.results)[0]
     order = main.sort_values(f"{metric}_mean", ascending=metric == "pixel_error")

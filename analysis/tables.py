@@ -74,13 +74,21 @@ def main_table(results: pd.DataFrame) -> pd.DataFrame:
     """Arm x (IoU, Dice, pixel error[, accuracy], time): mean and std over the scored seeds.
 
     The first row is the all-foreground prediction (study A's "Random" row), scored on each
-    seed's own validation split and averaged over seeds.
+    seed's own validation split and averaged over seeds; multi-class results have none.
     """
     primary = primary_rows(results)
     columns = (*table_metrics(results), "time_s")
-    rows = [_reference_row(primary, table_metrics(results))]
+    reference = _reference_row(primary, table_metrics(results))
+    rows = [reference] if reference["n"] else []  # multi-class has no all-foreground score
     rows += [_summarise({"arm": arm}, trials, columns) for arm, trials in _by_arm(primary)]
     return _frame(rows)
+
+
+def split_reference(table: pd.DataFrame) -> tuple[pd.Series | None, pd.DataFrame]:
+    """`main_table` -> (its all-foreground row, or None; the arms' rows)."""
+    is_reference = table["arm"] == REFERENCE_ARM
+    reference = table[is_reference].iloc[0] if is_reference.any() else None
+    return reference, table[~is_reference]
 
 
 def _frame(rows: list[dict[str, object]]) -> pd.DataFrame:

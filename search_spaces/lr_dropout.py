@@ -20,4 +20,4 @@ SPACE = {
     "model.dropout": tune.grid_search([0.0, 0.2, 0.5]),
 }
 SEEDS = [0, 1, 2]
-ASHA = {"grace_period": 2, "reduction_factor": 3}
+ASHA = {"grace_period": 3, "reduction_factor": 3}

@@ -93,9 +93,11 @@ def test_unknown_arm_is_refused_with_the_arms_listed(tmp_path: Path) -> None:
 def test_multiclass_table_has_accuracy() -> None:
     results = golden_frame()
     results = results[results["primary"]].assign(threshold="argmax")
+    results = results.drop(columns=[c for c in results if c.startswith("foreground_")])
     table = main_table(results)
     assert "accuracy_mean" in table
     assert "| Accuracy |" in format_markdown(table)
+    assert table["arm"].tolist() == ["baseline", "dropout", "augmentation", "bce_logits"]
 
 
 def test_latex_is_booktabs_with_escaped_symbols() -> None:

@@ -90,6 +90,14 @@ def resolve_dtype(cfg: TrialConfig, device: torch.device) -> torch.dtype | None:
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
+def resolve_memory_format(cfg: TrialConfig, device: torch.device) -> torch.memory_format:
+    """channels_last when asked, or under auto precision on a CPU with native bf16, where it
+    is 1.5x faster (it is slower on AVX2 CPUs, and unmeasured on GPUs)."""
+    auto_on_bf16_cpu = cfg.train.precision == "auto" and device.type == "cpu"
+    fast = cfg.train.channels_last or (auto_on_bf16_cpu and cpu_has_native_bf16())
+    return torch.channels_last if fast else torch.contiguous_format
+
+
 class Trainer:
     """Holds the model and optimiser of one trial; `epochs()` runs the loop.
 
@@ -109,9 +117,7 @@ class Trainer:
         self.data = data if data is not None else prepare(cfg)
         self.device = resolve_device(cfg)
         self.autocast_dtype = resolve_dtype(cfg, self.device)
-        self.memory_format = (
-            torch.channels_last if cfg.train.channels_last else torch.contiguous_format
-        )
+        self.memory_format = resolve_memory_format(cfg, self.device)
         torch.manual_seed(cfg.seed)  # same seed, same initial weights: arms are paired by seed
         self.model = UNet(cfg.model, cfg.data.channels, cfg.out_channels)
         self.model.to(self.device, memory_format=self.memory_format)
