@@ -7,7 +7,6 @@ import math
 import shutil
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -167,7 +166,6 @@ def test_cli_reads_an_experiment_and_logs_the_report_to_its_sweep_run(tmp_path: 
 
 def test_cli_refuses_an_unfinished_sweep_run(tmp_path: Path, capsys) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
     experiment = client.create_experiment("running")
     client.create_run(experiment, tags={TAG_ROLE: "sweep", TAG_SWEEP_ID: "x"})

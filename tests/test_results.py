@@ -56,7 +56,7 @@ def test_multiclass_has_one_argmax_row():
 
 
 def frame(records):
-    base = {"primary": True, "dice": 0.9, "pixel_error": 0.1, "time_s": 10.0}
+    base = {"primary": True, "threshold": "0.5", "dice": 0.9, "pixel_error": 0.1, "time_s": 10.0}
     base |= {"foreground_iou_all": 0.6, "foreground_dice_all": 0.75}
     base |= {"foreground_pixel_error_all": 0.4}
     return pd.DataFrame([{**base, **r} for r in records])
