@@ -14,7 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tunelab.stopper import ConvergenceStopper
-from tunelab.tracking import TAG_ROLE, TAG_TRIAL_ID
+from tunelab.tracking import TAG_ROLE, TAG_STATUS, TAG_TRIAL_ID
 
 pytestmark = pytest.mark.e2e
 
@@ -45,21 +45,31 @@ def test_ablation_sweep_writes_every_trial_and_threshold(env, write_space, sweep
 
 
 def test_search_with_asha_prunes_and_labels_arms(env, write_space, sweep):
+    # ASHA's cutoffs depend on the order trials reach a rung, so the trials run one at a time
+    # (2 CPUs each), in grid order, on validation loss (IoU ties on the all-foreground plateau).
+    # The last lr barely trains: it is worse than the median before it and must be pruned.
     space = write_space(
         "from ray import tune\n"
-        "SPACE = {'train.lr': tune.grid_search([1e-3, 3e-3, 1e-2, 3e-2])}\n"
-        "SEEDS = [0]\nASHA = {'grace_period': 1, 'reduction_factor': 2}\n",
+        "SPACE = {'train.lr': tune.grid_search([1e-2, 3e-3, 1e-3, 1e-6])}\n"
+        "SEEDS = [0]\nASHA = {'grace_period': 1, 'reduction_factor': 2}\n"
+        "METRIC = 'val_loss'\nMODE = 'min'\n",
         epochs=4,
     )
-    code = sweep(space)
+    code = sweep(space, "--cpus-per-trial", "2")
     assert code == 0
     results = pd.read_parquet(env / "runs" / "tiny" / "results.parquet")
-    primary = results[results["primary"]]
-    assert len(primary) == 4
-    assert set(primary["arm"]) == {"lr=0.001", "lr=0.003", "lr=0.01", "lr=0.03"}
+    primary = results[results["primary"]].set_index("arm")
+    assert set(primary.index) == {"lr=0.01", "lr=0.003", "lr=0.001", "lr=1e-06"}
     assert set(primary["status"]) <= {"completed", "pruned"}
-    assert "pruned" in set(primary["status"])  # ASHA stops half the trials at each rung
+    assert primary.loc["lr=1e-06", "status"] == "pruned"
     assert (primary.loc[primary["status"] == "pruned", "epochs"] < 4).all()
+    # in MLflow a pruned trial is a normal end: FINISHED, its status in a tag
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("tiny").experiment_id
+    (run,) = client.search_runs(
+        [experiment], f"tags.`{TAG_TRIAL_ID}` = '{primary.loc['lr=1e-06', 'trial_id']}'"
+    )
+    assert run.info.status == "FINISHED" and run.data.tags[TAG_STATUS] == "pruned"
 
 
 def test_stopper_applies_the_rule_to_reported_values():

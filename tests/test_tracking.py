@@ -168,7 +168,6 @@ def test_four_concurrent_trials_lose_nothing(env, write_space, sweep, capfd):
         assert epochs_logged(client, run) == list(range(1, row["epochs"] + 1))
         assert run.data.tags[TAG_STATUS] == row["status"]
         assert run.info.status == "FINISHED"  # pruned is a normal end, not a failure
-    assert "pruned" in {run.data.tags[TAG_STATUS] for run in runs}
     captured = capfd.readouterr()
     assert "database is locked" not in captured.out + captured.err
 
