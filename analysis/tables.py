@@ -27,7 +27,6 @@ HEADERS = {
     "pixel_error": "Pixel error",
     "accuracy": "Accuracy",
     "time_s": "Time (s)",
-    "epochs": "Epochs",
     "n": "n",
     "statuses": "Trials",
     "mean_diff": "Δ vs baseline",
@@ -193,7 +192,7 @@ def _header(column: str) -> str:
 def _cell(column: str, record: dict[str, object]) -> str:
     value = record[column]
     if column.endswith("_mean"):
-        digits = 1 if column.startswith(("time_s", "epochs")) else 4
+        digits = 1 if column.startswith("time_s") else 4
         return _mean_std(value, record.get(column.replace("_mean", "_std")), digits)
     if column == "ci_low":
         low, high = value, record["ci_high"]
