@@ -93,13 +93,14 @@ def default_baseline(sweep: Sweep) -> str:
     return recorded if recorded in arms else arms[0]
 
 
-def best_arm(sweep: Sweep, metric: str = "iou") -> str:
-    """The arm with the best mean primary metric over scored seeds (pixel error: lowest)."""
-    _, main = tables.split_reference(tables.main_table(sweep.results))
-    main = main.dropna(subset=[f"{metric}_mean"])
-    if main.empty:
-        return tables.arm_names(sweep.results)[0]
-    order = main.sort_values(f"{metric}_mean", ascending=metric == "pixel_error")
+def best_arm(main: pd.DataFrame, metric: str = "iou") -> str:
+    """The arm of `main_table` with the best mean metric over scored seeds (pixel error:
+    lowest); the first arm when none has a score."""
+    _, arms = tables.split_reference(main)
+    scored = arms.dropna(subset=[f"{metric}_mean"])
+    if scored.empty:
+        return str(arms["arm"].iloc[0])
+    order = scored.sort_values(f"{metric}_mean", ascending=metric == "pixel_error")
     return str(order["arm"].iloc[0])
 
 
@@ -126,7 +127,8 @@ def build_report(
         epochs=_baseline_first(sweep.epochs, baseline),
     )
     results = sweep.results
-    arm = arm or best_arm(sweep)
+    main = tables.main_table(results)
+    arm = arm or best_arm(main)
     if out is None:
         if sweep.path is None:
             raise AnalysisError("no output folder: pass out= (the sweep was not read from disk)")
@@ -134,7 +136,6 @@ def build_report(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
 
-    main = tables.main_table(results)
     comparison = tables.comparison_table(results, baseline)
     thresholds = tables.threshold_table(results, arm)
     classes = tables.class_tables(results)

@@ -161,13 +161,14 @@ def comparison_table(results: pd.DataFrame, baseline: str) -> pd.DataFrame:
     arms = arm_names(results)
     if baseline not in arms:
         raise KeyError(f"baseline {baseline!r} is not an arm of the results; arms: {arms}")
+    metrics = table_metrics(results)
+    base = {metric: seed_scores(results, baseline, metric) for metric in metrics}
     rows = []
     for arm in arms:
         if arm == baseline:
             continue
-        for metric in table_metrics(results):
-            base = seed_scores(results, baseline, metric)
-            comparison = paired_comparison(seed_scores(results, arm, metric), base)
+        for metric in metrics:
+            comparison = paired_comparison(seed_scores(results, arm, metric), base[metric])
             rows.append({"arm": arm, "metric": metric, **vars(comparison)})
     columns = ["arm", "metric", "n", "mean_diff", "ci_low", "ci_high", "p_value", "note"]
     return pd.DataFrame(rows, columns=columns)
