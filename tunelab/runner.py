@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -34,6 +35,13 @@ from tunelab.results import (
     error_message,
     final_status,
     trial_rows,
+)
+from tunelab.resume import (
+    RestoreFailureIsAnError,
+    ResumeError,
+    move_aside,
+    saved_trial_ids,
+    start_over_hint,
 )
 from tunelab.space import Study
 from tunelab.stopper import ConvergenceStopper
@@ -80,12 +88,15 @@ def run_sweep(study: Study, options: SweepOptions) -> str:
     try:
         tracker = SweepTracker(study, sweep_id, experiment, options.log_model)
         tuner = _tuner(study, options, base, tracker)
-        with _ctrl_c_saves_state() as interrupted:
+        with _ctrl_c_saves_state() as interrupted, _restore_failure_is_an_error(options.resume):
             grid = tuner.fit()
+    except ResumeError as error:
+        hint = start_over_hint(sweep_dir)
+        raise SetupError(f"cannot resume {sweep_dir}: {error} {hint}") from None
     finally:
         ray.shutdown()
     if interrupted.is_set():
-        end_sweep(sweep_id, experiment, [], "KILLED", trial_ids=None)
+        end_sweep(sweep_id, experiment, [], "KILLED")
         raise SweepInterrupted(
             f"sweep interrupted; its state is saved in {sweep_dir}. "
             "Continue it with the same command plus --resume"
@@ -100,8 +111,7 @@ def run_sweep(study: Study, options: SweepOptions) -> str:
     layout = (RESULTS_FILE, EPOCHS_FILE, TABLE_FILE, IDENTITY_FILE, PREVIEWS_FOLDER)
     files = [sweep_dir / name for name in layout]
     try:
-        trial_ids = set(results["trial_id"])
-        parent_run = end_sweep(sweep_id, experiment, files, "FINISHED", trial_ids)
+        parent_run = end_sweep(sweep_id, experiment, files, "FINISHED")
         mlflow_line = f"experiment '{experiment}' (sweep run {parent_run}) in {options.mlflow_uri}"
     except Exception as error:  # the results are on disk already; say what MLflow lacks
         mlflow_line = (
@@ -116,13 +126,22 @@ def run_sweep(study: Study, options: SweepOptions) -> str:
 
 
 def _sweep_identity(sweep_dir: Path, study: Study, options: SweepOptions) -> tuple[str, str]:
-    """(sweep id, MLflow experiment): new for a new sweep, read back for --resume."""
+    """(sweep id, MLflow experiment): new for a new sweep, read back for --resume.
+
+    A resume first checks what Ray will restore from (refusing a damaged state rather than
+    letting Ray restart every trial); a new start moves an earlier sweep's folders aside.
+    """
     path = sweep_dir / IDENTITY_FILE
     if options.resume:
         if not path.is_file():
-            raise SystemExit(f"error: nothing to resume at {sweep_dir} (no {IDENTITY_FILE})")
+            raise SetupError(f"nothing to resume at {sweep_dir} (no {IDENTITY_FILE})")
+        try:
+            saved_trial_ids(sweep_dir)
+        except ResumeError as error:
+            raise SetupError(str(error)) from None
         saved = json.loads(path.read_text())
         return saved["sweep_id"], saved["experiment"]
+    move_aside(sweep_dir)
     identity = {
         "sweep_id": uuid.uuid4().hex[:12],
         "experiment": options.experiment or study.name,
@@ -132,6 +151,19 @@ def _sweep_identity(sweep_dir: Path, study: Study, options: SweepOptions) -> tup
     sweep_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(identity) + "\n")
     return identity["sweep_id"], identity["experiment"]
+
+
+@contextlib.contextmanager
+def _restore_failure_is_an_error(resume: bool) -> Iterator[None]:
+    """On --resume, Ray's fallback to a fresh start raises instead (see tunelab.resume)."""
+    controller_log = logging.getLogger("ray.tune.execution.tune_controller")
+    guard = RestoreFailureIsAnError()
+    if resume:
+        controller_log.addFilter(guard)
+    try:
+        yield
+    finally:
+        controller_log.removeFilter(guard)
 
 
 @contextlib.contextmanager
@@ -195,17 +227,8 @@ def _tuner(
     storage = options.storage
     if options.resume:
         path = os.path.join(storage, study.name)
-        if not tune.Tuner.can_restore(path):
-            raise SystemExit(f"error: nothing to resume at {path}")
-        return tune.Tuner.restore(
-            path,
-            trainable,
-            resume_unfinished=True,
-            resume_errored=True,
-            # a driver killed before Tune's first snapshot left no trials to restore: start
-            # them again from the space (the tracker closes their first runs as replaced)
-            param_space=study.param_space(),
-        )
+        # no param_space: with it, Ray would start every trial anew when its state is unreadable
+        return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
     scheduler = (
         ASHAScheduler(
             time_attr="epoch",

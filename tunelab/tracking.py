@@ -153,21 +153,17 @@ def end_sweep(
     experiment: str,
     files: Iterable[Path],
     status: str,
-    trial_ids: set[str] | None,
 ) -> str:
     """Close the sweep's parent run with `status`, after logging `files` (or folders) to it.
 
-    Trial runs still open are closed KILLED: after a Ctrl+C (`trial_ids` None) `--resume`
-    reopens them; after a finished sweep they belong to trials that no longer exist (Tune
-    started them again under new ids after its driver was killed), so they are tagged
-    `replaced` and analysis counts each trial once. Returns the parent run's id.
+    Trial runs still open (after a Ctrl+C) are closed KILLED and tagged `interrupted`;
+    `--resume` reopens them. Returns the parent run's id.
     """
     client = MlflowClient()
     exp_id = experiment_id(client, experiment)
     for run in find_runs(client, exp_id, sweep_id, "trial"):
         if run.info.status == "RUNNING":
-            replaced = trial_ids is not None and run.data.tags[TAG_TRIAL_ID] not in trial_ids
-            client.set_tag(run.info.run_id, TAG_STATUS, "replaced" if replaced else "interrupted")
+            client.set_tag(run.info.run_id, TAG_STATUS, "interrupted")
             client.set_terminated(run.info.run_id, "KILLED")
     parent = next(find_runs(client, exp_id, sweep_id, "sweep"))
     for path in files:

@@ -1,4 +1,6 @@
-"""A driver killed outright (SIGKILL: no handler runs) and resumed: every trial ends once."""
+"""A driver killed outright (SIGKILL: no handler runs) and resumed: every trial ends once, under
+the same id. A damaged saved state is refused, never restarted silently; a new start moves the
+earlier sweep aside."""
 
 from __future__ import annotations
 
@@ -17,11 +19,36 @@ from mlflow.tracking import MlflowClient
 pytestmark = pytest.mark.e2e
 
 
+def complete_lines(path: Path) -> list[dict]:
+    """The records of a JSON-lines file, without a last line still being written."""
+    text = path.read_text() if path.is_file() else ""
+    return [json.loads(line) for line in text.split("\n")[:-1] if line]
+
+
 def reported_epochs(sweep_dir: Path) -> int:
-    return sum(len(result.read_text().splitlines()) for result in sweep_dir.glob("*/result.json"))
+    return sum(len(complete_lines(result)) for result in sweep_dir.glob("*/result.json"))
 
 
-def test_sigkilled_driver_resumes_with_one_run_per_trial(env, write_space):
+def intact_state(sweep_dir: Path) -> list[str] | None:
+    """The trial ids in the newest saved Ray state, or None while any of its files is missing
+    or half written (Ray rewrites them in place)."""
+    states = sorted(sweep_dir.glob("experiment_state-*.json"))
+    searches = sorted(sweep_dir.glob("basic-variant-state-*.json"))
+    if not states or not searches or not searches[-1].read_bytes().endswith(b"."):
+        return None  # a whole pickle ends in its STOP opcode, "."
+    try:
+        trials = json.loads(states[-1].read_text())["trial_data"]
+    except (ValueError, KeyError):
+        return None
+    return sorted(json.loads(trial)["trial_id"] for trial, _ in trials) or None
+
+
+def trial_folder(sweep_dir: Path, trial_id: str) -> Path:
+    (folder,) = sweep_dir.glob(f"*_{trial_id}")
+    return folder
+
+
+def test_sigkilled_driver_resumes_the_same_trials(env, write_space):
     space = write_space("ARMS = {'a': {}, 'b': {'model.dropout': 0.1}}\nSEEDS = [0, 1]\n", epochs=4)
     command = [sys.executable, "-m", "tunelab.sweep", str(space), "--storage", str(env / "runs")]
     command += ["--num-cpus", "2", "--quiet"]
@@ -29,33 +56,84 @@ def test_sigkilled_driver_resumes_with_one_run_per_trial(env, write_space):
     # its own session, so the kill takes the driver's local Ray with it, as a lost node would
     driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 300
-    while reported_epochs(sweep_dir) < 5:
+    while True:  # freeze everything, and kill only once the saved state is whole
         assert driver.poll() is None and time.monotonic() < deadline, "no progress to kill"
-        time.sleep(0.2)
+        if reported_epochs(sweep_dir) >= 5:
+            os.killpg(driver.pid, signal.SIGSTOP)
+            killed_with = intact_state(sweep_dir)
+            if killed_with is not None and len(killed_with) == 4:
+                break
+            os.killpg(driver.pid, signal.SIGCONT)  # caught mid-copy: let it finish
+        time.sleep(0.1)
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait(timeout=60)
     assert not (sweep_dir / "results.parquet").exists()
 
     resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
+    assert "Failed to restore" not in resumed.stdout + resumed.stderr
     results = pd.read_parquet(sweep_dir / "results.parquet")
     primary = results[results["primary"]]
     assert len(primary) == 4 and set(primary["status"]) == {"completed"}
-    assert primary["trial_id"].is_unique
-    for result in sweep_dir.glob("*/result.json"):  # at most the epoch in flight ran twice
-        epochs = [json.loads(line)["epoch"] for line in result.read_text().splitlines()]
+    assert sorted(primary["trial_id"]) == killed_with  # resumed, not started again
+    live = {path.parent.name for path in sweep_dir.glob("*/result.json")}
+    assert live == {trial_folder(sweep_dir, trial).name for trial in killed_with}
+    for trial in killed_with:  # at most the epoch in flight ran twice
+        epochs = [
+            line["epoch"] for line in complete_lines(trial_folder(sweep_dir, trial) / "result.json")
+        ]
         assert set(epochs) == {1, 2, 3, 4} and len(epochs) - len(set(epochs)) <= 1
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("tiny").experiment_id
-    runs = client.search_runs([experiment])
-    trials = [run for run in runs if run.data.tags["tunelab.role"] == "trial"]
-    finished = [run for run in trials if run.info.status == "FINISHED"]
-    assert sorted(run.data.tags["tunelab.trial_id"] for run in finished) == sorted(
-        primary["trial_id"]
-    )  # one finished run per trial
-    for run in trials:  # nothing left open: a trial Tune had to start anew closed its first run
-        if run not in finished:
-            assert run.info.status == "KILLED" and run.data.tags["tunelab.status"] == "replaced"
-    for run in finished:
+    trials = [
+        run for run in client.search_runs([experiment]) if run.data.tags["tunelab.role"] == "trial"
+    ]
+    assert sorted(run.data.tags["tunelab.trial_id"] for run in trials) == killed_with
+    for run in trials:  # one run per trial, reopened and finished, each epoch logged once
+        assert run.info.status == "FINISHED"
         steps = [p.step for p in client.get_metric_history(run.info.run_id, "val_loss")]
         assert steps == [1, 2, 3, 4]
+
+
+def folder_listing(folder: Path) -> dict[str, int]:
+    return {str(path.relative_to(folder)): path.stat().st_size for path in folder.rglob("*")}
+
+
+def test_a_damaged_state_is_refused_and_a_new_start_moves_the_old_sweep_aside(
+    env, write_space, sweep, capsys
+):
+    space = write_space("ARMS = {'a': {}}\nSEEDS = [0, 1]\n")
+    assert sweep(space) == 0
+    sweep_dir = env / "runs" / "tiny"
+    first = pd.read_parquet(sweep_dir / "results.parquet")
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("tiny").experiment_id
+    runs_before = len(client.search_runs([experiment]))
+    (state,) = sweep_dir.glob("experiment_state-*.json")
+    capsys.readouterr()
+
+    state.write_text("")  # what a SIGKILL during Ray's copy of the file leaves
+    listing = folder_listing(sweep_dir)
+    assert sweep(space, "--resume") == 2
+    err = capsys.readouterr().err
+    assert f"{state} is empty" in err and "without --resume" in err
+    assert folder_listing(sweep_dir) == listing  # nothing run, moved or written
+    assert len(client.search_runs([experiment])) == runs_before
+
+    # a state that parses but that Ray cannot restore: Ray's own fallback is refused too
+    state.write_text(json.dumps({"trial_data": [[json.dumps({"trial_id": "x"}), "{}"]]}))
+    listing = folder_listing(sweep_dir)
+    assert sweep(space, "--resume") == 2
+    assert "Ray could not restore the sweep's saved state" in capsys.readouterr().err
+    assert {path for path in folder_listing(sweep_dir) if "/" not in path} == {
+        path for path in listing if "/" not in path
+    }  # no trial folder was added
+
+    assert sweep(space) == 0  # starting again, on purpose
+    (moved,) = (sweep_dir / "superseded").iterdir()
+    assert folder_listing(moved) == listing
+    second = pd.read_parquet(sweep_dir / "results.parquet")
+    assert set(second["status"]) == {"completed"}
+    assert not set(second["trial_id"]) & set(first["trial_id"])
+    live = {path.parent.name for path in sweep_dir.glob("*/result.json")}
+    assert live == {trial_folder(sweep_dir, trial).name for trial in set(second["trial_id"])}
