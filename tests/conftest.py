@@ -4,6 +4,7 @@ MLflow's server or UI on loopback."""
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -11,10 +12,17 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import settings
 from PIL import Image
+
+# Hypothesis fails an example that takes over 200 ms by default: a timing assertion that a busy
+# 2-core machine breaks. Examples here do real work (fits, tensor ops); speed is for bench/.
+settings.register_profile("tunelab", deadline=None)
+settings.load_profile("tunelab")
 
 
 def write_pair(image_path: Path, label_path: Path, rng: np.random.Generator, size: int) -> None:
@@ -123,12 +131,43 @@ def sweep(env: Path) -> Callable[..., int]:
     return run
 
 
+def complete_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file (Ray's `result.json`) without a last line that is still
+    being written: only lines that end in a newline count."""
+    text = path.read_text() if path.is_file() else ""
+    return [json.loads(line) for line in text.split("\n")[:-1] if line]
+
+
+@pytest.fixture
+def records() -> Callable[[Path], list[dict[str, Any]]]:
+    """records(path): a trial's `result.json` as Ray has written it so far, whole lines only."""
+    return complete_records
+
+
 @pytest.fixture
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on."""
+    """A TCP port on 127.0.0.1 that nothing listened on when asked, for a server the test starts
+    (another process could take it in between: a server that then cannot bind fails loudly)."""
+    return _unused_port()
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A TCP port on 127.0.0.1 that refuses connections: bound by the test and never listened
+    on, so nothing else can take it while the test runs."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield held.getsockname()[1]
+
+
+def _unused_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+class PortTaken(RuntimeError):
+    """A server could not bind its port: another process took it first."""
 
 
 class MlflowServices:
@@ -140,10 +179,16 @@ class MlflowServices:
 
     def __call__(self, command: str, *args: str, port: int = 0) -> str:
         """start("server" | "ui", *args, port=0 for a free one) -> the URL."""
-        if not port:
-            with socket.socket() as probe:
-                probe.bind(("127.0.0.1", 0))
-                port = probe.getsockname()[1]
+        if port:
+            return self._start(command, args, port)
+        for _ in range(2):  # a port taken between choosing it and the server binding it
+            try:
+                return self._start(command, args, _unused_port())
+            except PortTaken:
+                continue
+        return self._start(command, args, _unused_port())
+
+    def _start(self, command: str, args: tuple[str, ...], port: int) -> str:
         log = self.logs / f"mlflow-{command}-{port}-{len(self.processes)}.log"
         address = ["--host", "127.0.0.1", "--port", str(port)]
         process = subprocess.Popen(
@@ -155,7 +200,10 @@ class MlflowServices:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 90
         while True:
-            assert process.poll() is None, f"mlflow {command} exited:\n{log.read_text()}"
+            if process.poll() is not None:
+                if "address already in use" in log.read_text().lower():
+                    raise PortTaken(port)
+                pytest.fail(f"mlflow {command} exited:\n{log.read_text()}")
             try:
                 urllib.request.urlopen(f"{url}/health", timeout=1).close()
                 return url

@@ -78,7 +78,7 @@ def test_a_split_that_cannot_be_made_says_why():
         split_indices(classes, cases, DataConfig(), 0)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(
     cases_per_class=st.lists(st.integers(1, 8), min_size=1, max_size=5),
     images_per_case=st.integers(1, 4),

@@ -2,7 +2,6 @@
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -138,23 +137,30 @@ def test_missing_file(tmp_path):
         load_study(tmp_path / "nope.py")
 
 
-def test_cli_rejects_bad_space_fast_without_starting_ray(tmp_path):
+def test_cli_rejects_bad_space_without_importing_ray_or_torch(tmp_path):
     path = write(
         tmp_path,
         "from ray import tune\nSPACE = {'train.loss': tune.grid_search(['bce', 'focal'])}\n",
     )
-    start = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "tunelab.sweep", str(path), "--storage", str(tmp_path / "runs")],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    # the CLI in a fresh interpreter, which reports afterwards what the run loaded: the refusal
+    # is fast because it starts no Ray and loads neither torch nor the runner (the space file
+    # itself imports `ray.tune`); times are in BENCHMARKS.md
+    probe = (
+        "import sys\n"
+        "from tunelab.sweep import main\n"
+        f"code = main([{str(path)!r}, '--storage', {str(tmp_path / 'runs')!r}])\n"
+        "import ray\n"
+        "loaded = [m for m in ('torch', 'tunelab.runner', 'tunelab.train') if m in sys.modules]\n"
+        "print(loaded, ray.is_initialized())\n"
+        "raise SystemExit(code)\n"
     )
-    elapsed = time.perf_counter() - start
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2
     assert "train.loss = 'focal'" in proc.stderr and str(path) in proc.stderr
+    assert proc.stdout.strip() == "[] False"
     assert not (tmp_path / "runs").exists()  # nothing started, nothing written
-    assert elapsed < 20  # generous for a loaded CI box; the measured time is in BENCHMARKS.md
 
 
 def test_cli_override_is_validated(tmp_path):

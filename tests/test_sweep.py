@@ -1,6 +1,5 @@
 """End-to-end sweeps on Ray with tiny synthetic data: results, statuses, stopper, resume."""
 
-import json
 import math
 import os
 import signal
@@ -94,16 +93,16 @@ def test_convergence_stopper_ends_trials_as_converged(env, write_space, sweep):
     assert set(results["status"]) == {"converged"} and set(results["epochs"]) == {3}
 
 
-def _finished_trials(sweep_dir: Path) -> dict[str, str]:
+def _finished_trials(sweep_dir: Path, records) -> dict[str, list[dict]]:
     done = {}
     for result in sweep_dir.glob("*/result.json"):
-        lines = result.read_text().splitlines()
-        if lines and json.loads(lines[-1]).get("status") == "completed":
-            done[result.parent.name] = result.read_text()
+        lines = records(result)
+        if lines and lines[-1].get("status") == "completed":
+            done[result.parent.name] = lines
     return done
 
 
-def test_interrupted_sweep_resumes_without_rerunning_finished_trials(env, write_space):
+def test_interrupted_sweep_resumes_without_rerunning_finished_trials(env, write_space, records):
     space = write_space(
         "ARMS = {'a': {}, 'b': {'model.dropout': 0.1}, 'c': {}}\nSEEDS = [0, 1]\n", epochs=3
     )
@@ -112,12 +111,12 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(env, write_
     sweep_dir = env / "runs" / "tiny"
     driver = subprocess.Popen(command, env=os.environ.copy(), stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
-    while len(_finished_trials(sweep_dir)) < 2 and driver.poll() is None:
+    while len(_finished_trials(sweep_dir, records)) < 2 and driver.poll() is None:
         assert time.monotonic() < deadline, "no trial finished in time"
         time.sleep(0.5)
     driver.send_signal(signal.SIGINT)  # Ctrl+C: Tune saves its state and stops
     assert driver.wait(timeout=120) == 130
-    finished = _finished_trials(sweep_dir)
+    finished = _finished_trials(sweep_dir, records)
     assert 2 <= len(finished) < 6
     assert not (sweep_dir / "results.parquet").exists()
 
@@ -126,13 +125,12 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(env, write_
     results = pd.read_parquet(sweep_dir / "results.parquet")
     primary = results[results["primary"]]
     assert len(primary) == 6 and (primary["status"] == "completed").all()
-    for trial, text in finished.items():  # finished trials were not run again: at most the
+    for trial, before in finished.items():  # finished trials were not run again: at most the
         # last epoch, if Tune had not yet recorded the trial's end when Ctrl+C came
-        after = (sweep_dir / trial / "result.json").read_text().splitlines()
-        before = text.splitlines()
+        after = records(sweep_dir / trial / "result.json")
         assert after[: len(before)] == before and len(after) - len(before) <= 1
     for result in sweep_dir.glob("*/result.json"):  # at most the epoch in flight ran twice
-        epochs = [json.loads(line)["epoch"] for line in result.read_text().splitlines()]
+        epochs = [line["epoch"] for line in records(result)]
         assert set(epochs) == {1, 2, 3} and len(epochs) - len(set(epochs)) <= 1
     # MLflow: one run per trial (resumed, not duplicated), all closed, each epoch logged once
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])

@@ -19,14 +19,8 @@ from mlflow.tracking import MlflowClient
 pytestmark = pytest.mark.e2e
 
 
-def complete_lines(path: Path) -> list[dict]:
-    """The records of a JSON-lines file, without a last line still being written."""
-    text = path.read_text() if path.is_file() else ""
-    return [json.loads(line) for line in text.split("\n")[:-1] if line]
-
-
-def reported_epochs(sweep_dir: Path) -> int:
-    return sum(len(complete_lines(result)) for result in sweep_dir.glob("*/result.json"))
+def reported_epochs(sweep_dir: Path, records) -> int:
+    return sum(len(records(result)) for result in sweep_dir.glob("*/result.json"))
 
 
 def intact_state(sweep_dir: Path) -> list[str] | None:
@@ -48,7 +42,7 @@ def trial_folder(sweep_dir: Path, trial_id: str) -> Path:
     return folder
 
 
-def test_sigkilled_driver_resumes_the_same_trials(env, write_space):
+def test_sigkilled_driver_resumes_the_same_trials(env, write_space, records):
     space = write_space("ARMS = {'a': {}, 'b': {'model.dropout': 0.1}}\nSEEDS = [0, 1]\n", epochs=4)
     command = [sys.executable, "-m", "tunelab.sweep", str(space), "--storage", str(env / "runs")]
     command += ["--num-cpus", "2", "--quiet"]
@@ -58,7 +52,7 @@ def test_sigkilled_driver_resumes_the_same_trials(env, write_space):
     deadline = time.monotonic() + 300
     while True:  # freeze everything, and kill only once the saved state is whole
         assert driver.poll() is None and time.monotonic() < deadline, "no progress to kill"
-        if reported_epochs(sweep_dir) >= 5:
+        if reported_epochs(sweep_dir, records) >= 5:
             os.killpg(driver.pid, signal.SIGSTOP)
             killed_with = intact_state(sweep_dir)
             if killed_with is not None and len(killed_with) == 4:
@@ -79,9 +73,7 @@ def test_sigkilled_driver_resumes_the_same_trials(env, write_space):
     live = {path.parent.name for path in sweep_dir.glob("*/result.json")}
     assert live == {trial_folder(sweep_dir, trial).name for trial in killed_with}
     for trial in killed_with:  # at most the epoch in flight ran twice
-        epochs = [
-            line["epoch"] for line in complete_lines(trial_folder(sweep_dir, trial) / "result.json")
-        ]
+        epochs = [line["epoch"] for line in records(trial_folder(sweep_dir, trial) / "result.json")]
         assert set(epochs) == {1, 2, 3, 4} and len(epochs) - len(set(epochs)) <= 1
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("tiny").experiment_id

@@ -19,9 +19,9 @@ def sweep_command(space, env, *options: str) -> list[str]:
     return [*command, "--num-cpus", "2", "--quiet", *options]
 
 
-def test_unreachable_server_stops_the_sweep_before_anything_starts(env, write_space, free_port):
+def test_unreachable_server_stops_the_sweep_before_anything_starts(env, write_space, closed_port):
     space = write_space("ARMS = {'a': {}}\nSEEDS = [0]\n")
-    uri = f"http://127.0.0.1:{free_port}"
+    uri = f"http://127.0.0.1:{closed_port}"
     out = subprocess.run(
         sweep_command(space, env, "--mlflow-uri", uri), capture_output=True, text=True
     )
@@ -31,12 +31,11 @@ def test_unreachable_server_stops_the_sweep_before_anything_starts(env, write_sp
     assert not (env / "runs").exists()  # no Ray, no sweep folder, no trial
 
 
-def test_server_lost_mid_sweep_loses_nothing_once_it_is_back(
-    env, write_space, mlflow_service, free_port
-):
+def test_server_lost_mid_sweep_loses_nothing_once_it_is_back(env, write_space, mlflow_service):
     store = ["--backend-store-uri", f"sqlite:///{env / 'server.db'}", "--workers", "1"]
     store += ["--artifacts-destination", str(env / "artifacts")]
-    uri = mlflow_service("server", *store, port=free_port)
+    uri = mlflow_service("server", *store)
+    port = int(uri.rpartition(":")[2])
     space = write_space("ARMS = {'a': {}, 'b': {'model.dropout': 0.1}}\nSEEDS = [0, 1]\n", epochs=6)
     log = env / "driver.log"  # a file, not a pipe nobody reads while the sweep runs
     driver = subprocess.Popen(
@@ -51,8 +50,10 @@ def test_server_lost_mid_sweep_loses_nothing_once_it_is_back(
         assert driver.poll() is None and time.monotonic() < deadline, "no epoch was logged"
         time.sleep(0.3)
     mlflow_service.stop()  # the server dies while trials train
-    time.sleep(3)
-    mlflow_service("server", *store, port=free_port)  # and comes back on the same address
+    while "does not answer" not in log.read_text():  # the driver has noticed
+        assert driver.poll() is None and time.monotonic() < deadline, "the outage went unseen"
+        time.sleep(0.3)
+    mlflow_service("server", *store, port=port)  # and comes back on the same address
     assert driver.wait(timeout=600) == 0, log.read_text()
     err = log.read_text()
     assert "does not answer" in err and "answers again" in err
