@@ -1,3 +1,6 @@
+import re
+from pathlib import Path
+
 import pytest
 
 from tunelab.config import VALID_KEYS, TrialConfig
@@ -18,7 +21,25 @@ def test_flat_round_trip_and_keys():
     flat = cfg.to_flat()
     assert flat["model.dropout"] == 0.2 and flat["eval.thresholds"] == (0.3, 0.5)
     assert TrialConfig.from_dict(flat) == cfg
-    assert list(flat) == VALID_KEYS
+    assert set(flat) == readme_keys()
+
+
+def readme_keys() -> set[str]:
+    """The dotted keys README's configuration table documents: `section` | `key` (default), ..."""
+    keys = set()
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section_text = readme.split("\n## Configuration\n")[1].split("\n## ")[0]
+    for row in re.findall(r"^\| (`\w+`|top level) \| (.+) \|$", section_text, re.MULTILINE):
+        section, cell = row[0].strip("`"), re.sub(r"\([^()]*(\([^()]*\))?[^()]*\)", "", row[1])
+        names = re.findall(r"`(\w+)`", cell)  # the parentheses (defaults) are gone
+        keys |= {name if section == "top level" else f"{section}.{name}" for name in names}
+    return keys
+
+
+def test_every_key_is_documented_and_every_documented_key_exists():
+    documented = readme_keys()
+    assert len(documented) > 40  # the table was found
+    assert set(VALID_KEYS) == documented
 
 
 def test_nested_and_flat_mix():

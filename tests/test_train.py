@@ -96,9 +96,14 @@ def test_resume_from_state_continues_exactly(tiny):
 
 def test_wce_uses_training_class_frequencies(tiny):
     trainer = Trainer(tiny(**{"train.loss": "wce"}))
-    weights = trainer.class_weights
-    assert weights is not None and weights.shape == (2,)
-    assert torch.isclose(weights.sum(), torch.tensor(1.0))
+    # w_c = (1/r_c) / sum(1/r_i); with two classes w_0 = r_1 / (r_0 + r_1) = r_1, and w_1 = r_0:
+    # the weights are the training split's pixel shares, swapped
+    masks = trainer.data.train.source.masks  # (N, H, W) of the training split only
+    foreground = float((masks == 1).mean())
+    assert trainer.class_weights.tolist() == pytest.approx([foreground, 1 - foreground], rel=1e-5)
+    # the validation split's shares are not what the weights come from
+    val_foreground = float((trainer.data.val_masks == 1).float().mean())
+    assert abs(val_foreground - foreground) > 1e-3
 
 
 def test_multiclass_trains(tiny):
