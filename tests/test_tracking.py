@@ -9,10 +9,13 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import mlflow
 import pandas as pd
 import pytest
+import torch
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
+from ray.tune import Checkpoint
 
 from tunelab.results import METRICS
 from tunelab.space import load_study
@@ -29,6 +32,8 @@ from tunelab.tracking import (
     class_table,
     epoch_metrics,
 )
+from tunelab.train import Trainer
+from tunelab.trainable import write_checkpoint
 
 TRIAL_ARTIFACTS = {"learning_curve.png", "prediction_grid.png", "per_class.csv", "data_report.json"}
 
@@ -302,3 +307,41 @@ def test_interleaved_trials_are_logged_each_to_its_own_run(tmp_path, monkeypatch
         assert run.info.status == "FINISHED" and run.data.tags[TAG_ARM] == study.arm_label(
             trial.config
         )
+
+
+def test_log_model_logs_weights_that_predict_as_the_trial_did(tmp_path, monkeypatch, tiny_trial):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    base = {**tiny_trial, "data.cache_dir": str(tmp_path / "cache")}
+    space = tmp_path / "s.py"
+    space.write_text(f"BASE = {base!r}\nARMS = {{'a': {{}}}}\nSEEDS = [0]\n")
+    study = load_study(space)
+    params = {"arm": "a", "seed": 0}
+    trainer = Trainer(study.trial_config(params))
+    result = next(trainer.epochs()).to_flat()
+    folder = tmp_path / "checkpoint"
+    folder.mkdir()
+    write_checkpoint(folder, trainer, "{}")
+    trial = SimpleNamespace(
+        trial_id="t1",
+        config=params,
+        checkpoint=Checkpoint.from_directory(str(folder)),
+        error_file=None,
+        last_result=result,
+    )
+    tracker = SweepTracker(study, "sweep1", "unit", log_model=True)
+    tracker.setup()
+    tracker.on_trial_start(0, [], trial)
+    tracker.on_trial_result(0, [], trial, result)
+    tracker.on_trial_complete(0, [], trial)
+    assert tracker.unlogged == []
+    _, runs = sweep_runs(uri, "unit")
+    experiment = MlflowClient(uri).get_experiment_by_name("unit").experiment_id
+    (model,) = mlflow.search_logged_models(experiment_ids=[experiment], output_format="list")
+    assert model.source_run_id == runs["t1"].info.run_id
+    loaded = mlflow.pytorch.load_model(model.model_uri)
+    # a batch size other than the example's: the exported graph takes any
+    images = torch.rand(3, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = trainer.model.eval()(images)
+        assert torch.allclose(loaded(images), expected, atol=1e-5)

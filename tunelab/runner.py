@@ -220,25 +220,13 @@ def _tuner(
     A restored Tuner keeps the callbacks it was pickled with: the tracker of the first run,
     whose sweep id and experiment are the ones `_sweep_identity` reads back.
     """
-    trainable = tune.with_resources(
-        tune.with_parameters(train_trial, study=study), _resources(study, options)
-    )
-    trainable._progress_metrics = PROGRESS_METRICS  # Ray's hook for what its live output shows
+    trainable = _trainable(study, options)
     storage = options.storage
     if options.resume:
         path = os.path.join(storage, study.name)
         # no param_space: with it, Ray would start every trial anew when its state is unreadable
         return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
-    scheduler = (
-        ASHAScheduler(
-            time_attr="epoch",
-            max_t=base.train.max_epochs,
-            grace_period=min(study.asha["grace_period"], base.train.max_epochs),  # short runs
-            reduction_factor=study.asha["reduction_factor"],
-        )
-        if study.scheduler == "asha"
-        else FIFOScheduler()
-    )
+    scheduler = _scheduler(study, base)
     stopper = ConvergenceStopper.from_config(base.stop) if base.stop.enabled else None
     return tune.Tuner(
         trainable,
@@ -260,6 +248,26 @@ def _tuner(
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),  # see _init_ray
             verbose=options.verbose,
         ),
+    )
+
+
+def _trainable(study: Study, options: SweepOptions) -> Any:
+    """The trial function with the study bound and each trial's resources (what Ray reserves)."""
+    trainable = tune.with_resources(
+        tune.with_parameters(train_trial, study=study), _resources(study, options)
+    )
+    trainable._progress_metrics = PROGRESS_METRICS  # Ray's hook for what its live output shows
+    return trainable
+
+
+def _scheduler(study: Study, base: TrialConfig) -> ASHAScheduler | FIFOScheduler:
+    if study.scheduler == "none":
+        return FIFOScheduler()
+    return ASHAScheduler(
+        time_attr="epoch",
+        max_t=base.train.max_epochs,
+        grace_period=min(study.asha["grace_period"], base.train.max_epochs),  # short runs
+        reduction_factor=study.asha["reduction_factor"],
     )
 
 

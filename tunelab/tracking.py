@@ -486,7 +486,8 @@ class SweepTracker(tune.Callback):
         with trial.checkpoint.as_directory() as saved:
             model.load_state_dict(load_state(Path(saved))["model"])
         size = cfg.data.input_size
-        example = np.zeros((1, cfg.data.channels, size, size), np.float32)
+        # two images: with one, torch.export fixes the batch size to 1 (0/1 specialisation)
+        example = np.zeros((2, cfg.data.channels, size, size), np.float32)
         with mlflow.start_run(run_id=run_id):
             mlflow.pytorch.log_model(model.eval(), name="model", input_example=example)
 

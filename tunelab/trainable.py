@@ -44,6 +44,14 @@ def load_state(folder: Path) -> dict[str, Any]:
         ) from None
 
 
+def write_checkpoint(folder: Path, trainer: Trainer, data_report: str) -> None:
+    """What a checkpoint folder holds: the state to resume from, one prediction preview per
+    tumour class and the data report (the driver draws and logs those when the trial ends)."""
+    torch.save(trainer.state_dict(), folder / CHECKPOINT_FILE)
+    np.savez_compressed(folder / PREVIEW_FILE, **trainer.preview())
+    (folder / DATA_REPORT_FILE).write_text(data_report)
+
+
 def train_trial(params: dict[str, Any], study: Study) -> None:
     """Run one trial; resumes from the trial's last checkpoint when Ray restores it."""
     # Ray logs every checkpoint at INFO; one line per epoch per trial drowns the live table
@@ -59,9 +67,7 @@ def train_trial(params: dict[str, Any], study: Study) -> None:
     data_report = json.dumps(trainer.data.report.to_dict(), indent=1)
     for result in trainer.epochs():
         with tempfile.TemporaryDirectory() as folder:
-            torch.save(trainer.state_dict(), Path(folder) / CHECKPOINT_FILE)
-            np.savez_compressed(Path(folder) / PREVIEW_FILE, **trainer.preview())
-            (Path(folder) / DATA_REPORT_FILE).write_text(data_report)
+            write_checkpoint(Path(folder), trainer, data_report)
             report = {**result.to_flat(), **identity}
             # a diverged epoch has no metrics, but Tune requires the one it optimises
             report.setdefault(study.metric, math.nan)
