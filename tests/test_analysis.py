@@ -142,13 +142,12 @@ def test_cli_names_a_missing_experiment(tmp_path: Path, capsys) -> None:
     assert "no MLflow experiment 'no_such_sweep'" in err and "other" in err
 
 
-def test_cli_reads_an_experiment_and_logs_the_report_to_its_sweep_run(tmp_path: Path) -> None:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    folder = write_sweep_folder(tmp_path / "logged")
-    client = MlflowClient(uri)
-    experiment = client.create_experiment("golden", artifact_location=str(tmp_path / "artifacts"))
-    tags = {TAG_ROLE: "sweep", TAG_SWEEP_ID: "abc123"}
-    run = client.create_run(experiment, tags=tags).info.run_id
+def log_sweep_run(
+    client: MlflowClient, experiment: str, folder: Path, sweep_id: str, start_time: int
+) -> str:
+    """A finished sweep's parent run as the sweep logs it: the whole sweep folder."""
+    tags = {TAG_ROLE: "sweep", TAG_SWEEP_ID: sweep_id}
+    run = client.create_run(experiment, start_time=start_time, tags=tags).info.run_id
     for path in folder.iterdir():
         if path.is_dir():
             client.log_artifacts(run, str(path), artifact_path=path.name)
@@ -156,6 +155,15 @@ def test_cli_reads_an_experiment_and_logs_the_report_to_its_sweep_run(tmp_path: 
             client.log_artifact(run, str(path))
     client.set_terminated(run, "FINISHED")
     shutil.rmtree(folder)  # only MLflow has the sweep now
+    return run
+
+
+def test_cli_reads_an_experiment_and_logs_the_report_to_its_sweep_run(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    folder = write_sweep_folder(tmp_path / "logged")
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("golden", artifact_location=str(tmp_path / "artifacts"))
+    run = log_sweep_run(client, experiment, folder, "abc123", start_time=1_000)
 
     out = tmp_path / "report"
     assert analysis_main(["golden", "--mlflow-uri", uri, "--out", str(out)]) == 0
@@ -191,3 +199,34 @@ def test_sweep_then_analysis_from_its_folder_and_from_mlflow(env, write_space, s
     from_mlflow = pd.read_csv(env / "from_mlflow" / "main.csv")
     pd.testing.assert_frame_equal(from_mlflow, pd.read_csv(folder / "analysis" / "main.csv"))
     assert (env / "from_mlflow" / "predictions_dropout.png").is_file()
+
+
+def test_cli_sweep_id_picks_an_older_sweep_of_the_experiment(tmp_path: Path, capsys) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("golden", artifact_location=str(tmp_path / "artifacts"))
+    older = write_sweep_folder(tmp_path / "older", identity={"baseline": "augmentation"})
+    log_sweep_run(client, experiment, older, "old111", start_time=1_000)
+    newer = write_sweep_folder(tmp_path / "newer", identity={"baseline": "baseline"})
+    log_sweep_run(client, experiment, newer, "new222", start_time=2_000)
+    common = ["golden", "--mlflow-uri", uri, "--no-mlflow"]
+    assert analysis_main([*common, "--out", str(tmp_path / "a")]) == 0
+    assert "Each arm minus baseline" in capsys.readouterr().out  # the newest by default
+    assert analysis_main([*common, "--out", str(tmp_path / "b"), "--sweep-id", "old111"]) == 0
+    assert "Each arm minus augmentation" in capsys.readouterr().out
+
+
+def test_cli_baseline_and_arm_choose_the_comparison_and_the_threshold_table(
+    tmp_path: Path, capsys
+) -> None:
+    folder = write_sweep_folder(tmp_path / "s")
+    assert analysis_main([str(folder), "--no-mlflow"]) == 0
+    default = capsys.readouterr().out
+    assert "Each arm minus baseline" in default and "## dropout by decision threshold" in default
+    options = ["--baseline", "augmentation", "--arm", "bce_logits"]
+    assert analysis_main([str(folder), "--no-mlflow", *options]) == 0
+    chosen = capsys.readouterr().out
+    assert "Each arm minus augmentation" in chosen and "Each arm minus baseline" not in chosen
+    assert "## bce_logits by decision threshold" in chosen and "## dropout by" not in chosen
+    comparison = pd.read_csv(folder / "analysis" / "comparison.csv")
+    assert "augmentation" not in set(comparison["arm"]) and "baseline" in set(comparison["arm"])

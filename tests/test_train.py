@@ -1,13 +1,15 @@
 """The training loop on a tiny synthetic dataset: results, statuses, determinism, resume."""
 
 import math
+import re
 
 import pytest
 import torch
 
 from tunelab.config import TrialConfig
 from tunelab.data import prepare
-from tunelab.train import Trainer, fit, main, resolve_dtype
+from tunelab.early_stop import trend_index
+from tunelab.train import Trainer, fit, main, resolve_device, resolve_dtype
 
 
 @pytest.fixture(scope="module")
@@ -168,3 +170,67 @@ def test_auto_precision_on_cpu_uses_bf16_only_where_it_is_native(
     assert resolve_dtype(cfg, torch.device("cpu")) == expected
     fp32 = TrialConfig.from_dict({"train.precision": "fp32"})
     assert resolve_dtype(fp32, torch.device("cpu")) is None
+
+
+def epoch_values(out: str, name: str) -> list[float]:
+    return [float(value) for value in re.findall(rf"{name} (\d+\.\d+)", out)]
+
+
+def test_cli_data_trains_on_the_given_folder(make_png_dataset, cache, capsys):
+    root = make_png_dataset(classes={"Alpha": 4, "Beta": 4}, size=32)
+    sizes = ["--set", "data.input_size=32", "--set", "model.depth=3"]
+    small = ["--set", "model.base_channels=4", "--set", "train.max_epochs=1"]
+    assert main(["--data", str(root), "--set", f"data.cache_dir={cache!r}", *sizes, *small]) == 0
+    out = capsys.readouterr().out
+    assert str(root) in out and "Alpha" in out and "Beta" in out  # its own classes
+    assert "Adenocarcinoma" not in out  # not the synthetic default's
+
+
+def test_cli_seed_changes_split_weights_and_order(cache, capsys):
+    common = ["--set", f"data.cache_dir={cache!r}", "--set", "data.synthetic_images=40"]
+    common += ["--set", "data.input_size=32", "--set", "model.depth=3"]
+    common += ["--set", "model.base_channels=4", "--set", "train.max_epochs=2"]
+    runs = {}
+    for seed in ("0", "1", "0"):
+        assert main([*common, "--seed", seed]) == 0
+        runs.setdefault(seed, []).append(epoch_values(capsys.readouterr().out, "val_loss"))
+    assert runs["0"][0] == runs["0"][1] and len(runs["0"][0]) == 2  # a seed repeats exactly
+    assert runs["1"][0] != runs["0"][0]
+
+
+@pytest.mark.parametrize(
+    ("device", "cuda_available", "expected"),
+    [("auto", False, "cpu"), ("auto", True, "cuda"), ("cpu", True, "cpu"), ("cuda", True, "cuda")],
+)
+def test_resolve_device(monkeypatch, device, cuda_available, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda_available)
+    cfg = TrialConfig.from_dict({"train.device": device})
+    assert resolve_device(cfg) == torch.device(expected)
+
+
+def test_cuda_without_a_device_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=r"train\.device = 'cuda' but no CUDA device is visible"):
+        resolve_device(TrialConfig.from_dict({"train.device": "cuda"}))
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_channels_last_lays_out_weights_and_inputs(tiny, channels_last):
+    # RGB: with one channel both layouts have the same strides
+    trainer = Trainer(tiny(**{"train.channels_last": channels_last, "data.channels": 3}))
+    convs = [p for p in trainer.model.parameters() if p.dim() == 4 and p.shape[-1] > 1]
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    assert convs and all(p.is_contiguous(memory_format=layout) for p in convs)
+    assert trainer.val_images.is_contiguous(memory_format=torch.channels_last) == channels_last
+    assert next(trainer.epochs()).status == "running"  # and it trains
+
+
+def test_stop_monitor_train_loss_feeds_the_rule_the_training_losses(tiny):
+    window = {"stop.window": 3, "stop.enabled": False, "train.max_epochs": 4}
+    on_train = list(fit(tiny(**window, **{"stop.monitor": "train_loss"})))
+    on_val = list(fit(tiny(**window)))
+    for results, loss in ((on_train, "train_loss"), (on_val, "val_loss")):
+        losses = [getattr(r, loss) for r in results]
+        # the trend index of epochs 2-4 is that of the last 3 losses of the monitored kind
+        assert results[-1].trend == pytest.approx(trend_index(losses[-3:]), rel=1e-9)
+    assert on_train[-1].trend != pytest.approx(on_val[-1].trend)
