@@ -21,9 +21,10 @@ pytestmark = pytest.mark.e2e
 def test_ablation_sweep_writes_every_trial_and_threshold(env, write_space, sweep, capsys):
     space = write_space(
         "ARMS = {'baseline': {}, 'dropout': {'model.dropout': 0.2}}\n"
-        "SEEDS = [0, 1]\nTHRESHOLDS = [0.5, 0.3]\n",
+        "SEEDS = [5]\nTHRESHOLDS = [0.5, 0.3]\n",
+        epochs=3,
     )
-    code = sweep(space)
+    code = sweep(space, "--seeds", "0,1", "--max-epochs", "2")  # the command line wins
     assert code == 0
     results = pd.read_parquet(env / "runs" / "tiny" / "results.parquet")
     # 2 arms x 2 seeds x (2 thresholds + Otsu)

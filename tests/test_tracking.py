@@ -95,8 +95,9 @@ def test_default_store_is_a_sqlite_file_that_mlflow_ui_opens(env, write_space, m
     monkeypatch.chdir(env)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     space = write_space("ARMS = {'baseline': {}, 'dropout': {'model.dropout': 0.2}}\nSEEDS = [0]\n")
+    command = [sys.executable, "-m", "tunelab.sweep", str(space), "--num-cpus", "2", "--quiet"]
     out = subprocess.run(
-        [sys.executable, "-m", "tunelab.sweep", str(space), "--num-cpus", "2", "--quiet"],
+        [*command, "--experiment", "paper-a"],
         capture_output=True,
         text=True,
         timeout=600,
@@ -105,7 +106,8 @@ def test_default_store_is_a_sqlite_file_that_mlflow_ui_opens(env, write_space, m
     uri = f"sqlite:///{env / 'mlflow.db'}"
     assert f"mlflow ui --backend-store-uri {uri}" in out.stdout
     assert "database is locked" not in out.stdout + out.stderr
-    parent, trials = sweep_runs(uri, "tiny")
+    assert MlflowClient(uri).get_experiment_by_name("tiny") is None  # not the space's NAME
+    parent, trials = sweep_runs(uri, "paper-a")
     client = MlflowClient(uri)
     assert parent.info.status == "FINISHED"
     assert {"results.parquet", "epochs.parquet", "results.md", "tiny.py"} <= artifacts(
