@@ -44,8 +44,9 @@ def test_mlflow_ui_lists_the_sweep_and_its_trials(env, write_space, sweep, mlflo
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1600, "height": 720})
+        page.set_default_timeout(60_000)  # every wait is for an element; a busy machine is slow
         page.goto(f"{ui}/#/experiments/{experiment.experiment_id}/runs")
-        page.wait_for_selector("text=tiny sweep", timeout=60_000)
+        page.wait_for_selector("text=tiny sweep")
         assistant = page.get_by_role("button", name="Close")
         if assistant.count():  # MLflow's chat panel, irrelevant here
             assistant.first.click()
@@ -53,12 +54,12 @@ def test_mlflow_ui_lists_the_sweep_and_its_trials(env, write_space, sweep, mlflo
         sweep_row.locator("button").first.click()  # unfold the trials nested under it
         for arm in ("baseline", "dropout"):
             for seed in (0, 1):
-                page.wait_for_selector(f"text={arm} seed {seed}", timeout=10_000)
+                page.wait_for_selector(f"text={arm} seed {seed}")
         page.get_by_role("button", name="Columns").first.click()
         for name in COLUMNS_SHOWN + COLUMNS_HIDDEN:
             page.get_by_text(name, exact=True).last.click()
         page.keyboard.press("Escape")
-        page.wait_for_selector("[role=columnheader]:has-text('val_iou')", timeout=10_000)
+        page.wait_for_selector("[role=columnheader]:has-text('val_iou')")
         shot = env / "mlflow_ui.png"
         page.screenshot(path=str(shot))
         browser.close()
