@@ -1,5 +1,5 @@
 """The sweep CLI's options reach what they control: the study, the scheduler, the resources Ray
-reserves per trial, and the options the runner receives. No Ray instance is started."""
+reserves per trial, and the options the runner receives. Only the last test starts Ray."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import ray
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from tunelab import sweep as sweep_cli
-from tunelab.runner import _resources, _scheduler, _trainable
+from tunelab.runner import SetupError, _check_fits, _resources, _scheduler, _trainable
 from tunelab.sweep import SweepOptions, build_parser, study_from_args
 
 SPACE = """from ray import tune
@@ -118,3 +118,21 @@ def test_cli_flags_reach_the_runner_s_options(space, monkeypatch):
         None,
         1,
     )
+
+
+def test_a_trial_larger_than_the_local_ray_instance_is_refused():
+    _check_fits({"cpu": 2.0, "gpu": 0.0}, {"CPU": 2.0})  # fits exactly
+    with pytest.raises(SetupError, match=r"asks for 0\.25 GPU \(--gpus-per-trial.*has 0;"):
+        _check_fits({"cpu": 1.0, "gpu": 0.25}, {"CPU": 2.0})
+    with pytest.raises(SetupError, match=r"asks for 3 CPU \(--cpus-per-trial.*has 2;"):
+        _check_fits({"cpu": 3.0, "gpu": 0.0}, {"CPU": 2.0, "GPU": 1.0})
+
+
+@pytest.mark.e2e
+def test_asking_for_a_gpu_on_a_machine_without_one_stops_instead_of_waiting(
+    env, write_space, sweep, capsys
+):
+    space = write_space("ARMS = {'a': {}}\nSEEDS = [0]\n")
+    assert sweep(space, "--gpus-per-trial", "1") == 2
+    assert "asks for 1 GPU (--gpus-per-trial" in capsys.readouterr().err
+    assert not list((env / "runs" / "tiny").glob("*/result.json"))  # no trial ran

@@ -86,6 +86,8 @@ def run_sweep(study: Study, options: SweepOptions) -> str:
     sweep_id, experiment = _sweep_identity(sweep_dir, study, options)
     _init_ray(options)
     try:
+        if not _cluster_address(options):  # a cluster may grow; this machine will not
+            _check_fits(_resources(study, options), ray.cluster_resources())
         tracker = SweepTracker(study, sweep_id, experiment, options.log_model)
         tuner = _tuner(study, options, base, tracker)
         with _ctrl_c_saves_state() as interrupted, _restore_failure_is_an_error(options.resume):
@@ -191,8 +193,7 @@ def _init_ray(options: SweepOptions) -> None:
     # checkpoint on disk. Ray warns that such snapshots are frequent; that is the intent.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    # inside `ray job submit`, RAY_ADDRESS names the cluster the job was submitted to
-    address = options.address or os.environ.get("RAY_ADDRESS")
+    address = _cluster_address(options)
     if address:
         ray.init(address=address, log_to_driver=True)
         return
@@ -203,6 +204,22 @@ def _init_ray(options: SweepOptions) -> None:
         configure_logging=True,
         logging_level="WARNING",
     )
+
+
+def _cluster_address(options: SweepOptions) -> str | None:
+    # inside `ray job submit`, RAY_ADDRESS names the cluster the job was submitted to
+    return options.address or os.environ.get("RAY_ADDRESS")
+
+
+def _check_fits(resources: dict[str, float], available: dict[str, float]) -> None:
+    """A trial asking for more than the local Ray instance has would wait forever: refuse."""
+    for key, name, flag in (("cpu", "CPU", "--cpus-per-trial"), ("gpu", "GPU", "--gpus-per-trial")):
+        if resources[key] > available.get(name, 0.0):
+            raise SetupError(
+                f"each trial asks for {resources[key]:g} {name} ({flag} or the space's "
+                f"RESOURCES), but this machine's Ray instance has {available.get(name, 0.0):g}; "
+                "no trial could ever start"
+            )
 
 
 def _resources(study: Study, options: SweepOptions) -> dict[str, float]:
