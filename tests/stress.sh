@@ -7,14 +7,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-5}
-tests=(
-  tests/reliability/test_interruptions.py
-  tests/reliability/test_mlflow_faults.py
-  tests/test_sweep.py
-  tests/test_tracking.py
-  tests/test_cluster.py
-  tests/test_mlflow_ui.py
-  tests/test_space.py
+tests=(  # each waits on processes it does not control, where timing used to decide
+  tests/reliability/test_interruptions.py::test_sigkilled_driver_resumes_the_same_trials
+  tests/reliability/test_mlflow_faults.py::test_server_lost_mid_sweep_loses_nothing_once_it_is_back
+  tests/test_sweep.py::test_interrupted_sweep_resumes_without_rerunning_finished_trials
+  tests/test_sweep.py::test_search_with_asha_prunes_and_labels_arms
+  tests/test_tracking.py::test_four_concurrent_trials_lose_nothing
+  tests/test_cluster.py::test_a_sweep_on_a_cluster_resumes_elsewhere_and_survives_a_lost_node
+  tests/test_mlflow_ui.py::test_mlflow_ui_lists_the_sweep_and_its_trials
+  tests/test_space.py::test_cli_rejects_bad_space_without_importing_ray_or_torch
 )
 load=()
 stop_load() { kill "${load[@]}" 2>/dev/null || true; }
