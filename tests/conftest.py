@@ -4,7 +4,10 @@ MLflow's server or UI on loopback."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -195,6 +198,7 @@ class MlflowServices:
             [sys.executable, "-m", "mlflow", command, *address, *args],
             stdout=log.open("w"),
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: see stop()
         )
         self.processes.append(process)
         url = f"http://127.0.0.1:{port}"
@@ -212,10 +216,20 @@ class MlflowServices:
                 time.sleep(0.5)
 
     def stop(self) -> None:
+        """Stop every process of each server's group: MLflow 3's server starts job consumers
+        (huey) that outlive it when only the server is signalled, and would keep taking CPU
+        from the rest of the suite."""
         for process in self.processes:
-            if process.poll() is None:
-                process.terminate()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
                 process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # whatever ignored the SIGTERM
+        self.processes.clear()
 
 
 @pytest.fixture

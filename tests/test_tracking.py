@@ -133,6 +133,15 @@ def test_sweep_against_a_tracking_server_logs_every_trial(env, write_space, swee
     code = sweep(space, "--mlflow-uri", mlflow_server, "--max-failures", "0")
     assert code == 0
     results = pd.read_parquet(env / "runs" / "tiny" / "results.parquet")
+    # a failing arm is recorded while the others finish
+    primary = results[results["primary"]]
+    assert dict(primary.groupby("arm")["status"].agg(set)) == {
+        "baseline": {"completed"},
+        "dropout": {"completed"},
+        "broken": {"failed"},
+    }
+    for _, broken in primary[primary["arm"] == "broken"].iterrows():
+        assert "/nonexistent/tunelab-data" in broken["error"] and math.isnan(broken["iou"])
     parent, trials = sweep_runs(mlflow_server, "tiny")
     client = MlflowClient(mlflow_server)
     assert set(trials) == set(results["trial_id"])
