@@ -30,6 +30,11 @@ def main(argv: list[str] | None = None) -> int:
         "--mlflow-uri",
         help="tracking URI (default: the sweep's own, else $MLFLOW_TRACKING_URI, else ./mlflow.db)",
     )
+    parser.add_argument(
+        "--split",
+        choices=["test", "validation"],
+        help="what the tables score (default: test when the sweep has test scores)",
+    )
     parser.add_argument("--sweep-id", help="with an experiment: this sweep, not the newest")
     parser.add_argument("--no-mlflow", action="store_true", help="do not log the report to MLflow")
     args = parser.parse_args(argv)
@@ -40,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         else:  # the sweep's files are downloaded into <out>/sweep
             out, uri = Path(args.out or f"analysis-{args.sweep}"), args.mlflow_uri or tracking_uri()
             sweep = load_mlflow_sweep(args.sweep, out / "sweep", uri, args.sweep_id)
-        report = build_report(sweep, out, baseline=args.baseline, arm=args.arm)
+        report = build_report(sweep, out, baseline=args.baseline, arm=args.arm, split=args.split)
     except AnalysisError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -109,21 +109,30 @@ def build_report(
     out: str | Path | None = None,
     baseline: str | None = None,
     arm: str | None = None,
+    split: str | None = None,
 ) -> Report:
     """Every table and figure of the sweep, written to `out` (default: <sweep>/analysis).
 
     `baseline` is what the paired comparisons are against (default: the space's BASELINE);
-    `arm` is the arm of the threshold table (default: the best by mean IoU).
+    `arm` is the arm of the threshold table (default: the best by mean IoU); `split` is what
+    the tables score: "test" (the default when the sweep has test scores) or "validation".
     """
     arms = tables.arm_names(sweep.results)
     for name, value in (("--baseline", baseline), ("--arm", arm)):
         if value is not None and value not in arms:
             raise AnalysisError(f"{name} {value!r} is not an arm of this sweep; arms: {arms}")
+    split = split or tables.default_split(sweep.results)
+    if split == "test" and not tables.has_test_scores(sweep.results):
+        raise AnalysisError(
+            "--split test: no trial of this sweep scored a test set (data.test_fraction = 0, "
+            "or none completed); use --split validation"
+        )
+    caption = tables.split_caption(sweep.results, split)
     baseline = baseline or default_baseline(sweep)
     # tables and figures list the baseline first, then the arms in the sweep's order
     sweep = dataclasses.replace(
         sweep,
-        results=_baseline_first(sweep.results, baseline),
+        results=tables.on_split(_baseline_first(sweep.results, baseline), split),
         epochs=_baseline_first(sweep.epochs, baseline),
     )
     results = sweep.results
@@ -147,10 +156,11 @@ def build_report(
         ("thresholds", thresholds, f"{arm} by decision threshold"),
         *per_class,
     ]
-    markdown = []
+    markdown = [f"Scores: {caption}.\n"]
     for stem, frame, title in sections:
         frame.to_csv(out / f"{stem}.csv", index=False)
-        (out / f"{stem}.tex").write_text(tables.format_latex(frame, caption=title))
+        latex_caption = f"{title}. {caption}."
+        (out / f"{stem}.tex").write_text(tables.format_latex(frame, caption=latex_caption))
         files += [out / f"{stem}.csv", out / f"{stem}.tex"]
         markdown.append(f"## {title}\n\n{tables.format_markdown(frame)}\n")
     markdown.append(_status_note(results))

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 import pandas as pd
 
 from analysis.stats import paired_comparison
-from tunelab.results import SCORED_STATUSES
+from tunelab.results import SCORED_STATUSES, TEST_PREFIX
 
 SUMMARY_METRICS = ("iou", "dice", "pixel_error")
 REFERENCE_ARM = "all foreground (reference)"
@@ -34,6 +34,67 @@ HEADERS = {
     "p_value": "p",
     "note": "Note",
 }
+
+
+SPLITS = ("test", "validation")
+
+
+def has_test_scores(results: pd.DataFrame) -> bool:
+    """Whether any trial of the sweep scored a test set."""
+    return f"{TEST_PREFIX}iou" in results and bool(results[f"{TEST_PREFIX}iou"].notna().any())
+
+
+def default_split(results: pd.DataFrame) -> str:
+    """The test set when the sweep has test scores, else the validation split."""
+    return "test" if has_test_scores(results) else "validation"
+
+
+def on_split(results: pd.DataFrame, split: str) -> pd.DataFrame:
+    """The results with one split's scores under the plain names (`iou`, `iou/Normal`, ...), so
+    every table is built the same way from either split."""
+    tested = [c for c in results.columns if c.startswith(TEST_PREFIX)]
+    if split == "validation":
+        return results.drop(columns=tested)
+    if split != "test":
+        raise ValueError(f"split {split!r}: choose one of {', '.join(SPLITS)}")
+    plain = {c: c.removeprefix(TEST_PREFIX) for c in tested}
+    validation = [c for c in plain.values() if c in results.columns]
+    return results.drop(columns=validation).rename(columns=plain)
+
+
+def split_caption(results: pd.DataFrame, split: str) -> str:
+    """What a table's numbers are: which split, and the model of which epoch."""
+    if split == "test":
+        checkpoints = _config_values(results, "eval.checkpoint")
+        model = {
+            "best": "the best-validation epoch's model (eval.checkpoint = best)",
+            "last": "the last epoch's model (eval.checkpoint = last)",
+        }
+        which = "; ".join(model.get(c, c) for c in checkpoints) or "the tested model"
+        return f"Test set ({_test_source(results)}), scored once per trial with {which}"
+    if has_test_scores(results):
+        return (
+            "Validation split at each trial's last epoch; it also stopped, pruned and selected "
+            "the trials, so it is optimistic (the test set is unbiased)"
+        )
+    return (
+        "Validation split at each trial's last epoch, the split that also stopped, pruned and "
+        "selected the trials (no test set: data.test_fraction = 0)"
+    )
+
+
+def _test_source(results: pd.DataFrame) -> str:
+    roots = [r for r in _config_values(results, "data.test_root") if r]
+    if roots:
+        return "external: " + ", ".join(roots)
+    seeds = ", ".join(_config_values(results, "data.test_seed")) or "?"
+    return f"held-out cases, data.test_seed = {seeds}"
+
+
+def _config_values(results: pd.DataFrame, key: str) -> list[str]:
+    if key not in results:
+        return []
+    return [str(v) for v in dict.fromkeys(results[key].dropna())]
 
 
 def primary_rows(results: pd.DataFrame) -> pd.DataFrame:
@@ -102,14 +163,16 @@ def _by_arm(frame: pd.DataFrame) -> Iterable[tuple[str, pd.DataFrame]]:
 
 
 def _reference_row(primary: pd.DataFrame, metrics: Iterable[str]) -> dict[str, object]:
-    """All-foreground scores: one value per seed (every arm of a seed shares its split)."""
+    """All-foreground scores: one value per replicate (every arm of a seed and fold shares its
+    split)."""
     row: dict[str, object] = {"arm": REFERENCE_ARM, "statuses": ""}
     per_seed = None
     for metric in metrics:
         column = f"foreground_{metric}_all"
         if column not in primary:
             continue
-        per_seed = primary.groupby("seed")[column].first()  # first non-NaN: any arm's report
+        # first non-NaN: any arm's report
+        per_seed = primary.groupby(replicate_columns(primary))[column].first()
         row[f"{metric}_mean"] = per_seed.mean()
         row[f"{metric}_std"] = per_seed.std(ddof=1) if per_seed.notna().sum() > 1 else math.nan
     row["n"] = 0 if per_seed is None else int(per_seed.notna().sum())
@@ -148,27 +211,34 @@ def threshold_table(results: pd.DataFrame, arm: str) -> pd.DataFrame:
     )
 
 
-def seed_scores(results: pd.DataFrame, arm: str, metric: str) -> dict[int, float]:
-    """Seed -> the arm's metric, for scored trials only."""
+def replicate_columns(results: pd.DataFrame) -> list[str]:
+    """What pairs trials across arms: the seed, and the fold where the sweep has FOLDS."""
+    return ["seed", "fold"] if "fold" in results else ["seed"]
+
+
+def replicate_scores(results: pd.DataFrame, arm: str, metric: str) -> dict[tuple, float]:
+    """(seed, fold) -> the arm's metric, for scored trials only."""
     trials = primary_rows(results)
     trials = trials[(trials["arm"] == arm) & trials["status"].isin(SCORED_STATUSES)]
-    pairs = zip(trials["seed"], trials[metric], strict=True)
-    return {int(seed): float(value) for seed, value in pairs}
+    keys = trials[replicate_columns(results)].itertuples(index=False, name=None)
+    values = trials[metric]
+    return {tuple(map(int, key)): float(v) for key, v in zip(keys, values, strict=True)}
 
 
 def comparison_table(results: pd.DataFrame, baseline: str) -> pd.DataFrame:
-    """Every other arm against `baseline`, per metric, paired by seed (see `analysis.stats`)."""
+    """Every other arm against `baseline`, per metric, paired by seed and fold (see
+    `analysis.stats`)."""
     arms = arm_names(results)
     if baseline not in arms:
         raise KeyError(f"baseline {baseline!r} is not an arm of the results; arms: {arms}")
     metrics = table_metrics(results)
-    base = {metric: seed_scores(results, baseline, metric) for metric in metrics}
+    base = {metric: replicate_scores(results, baseline, metric) for metric in metrics}
     rows = []
     for arm in arms:
         if arm == baseline:
             continue
         for metric in metrics:
-            comparison = paired_comparison(seed_scores(results, arm, metric), base[metric])
+            comparison = paired_comparison(replicate_scores(results, arm, metric), base[metric])
             rows.append({"arm": arm, "metric": metric, **vars(comparison)})
     columns = ["arm", "metric", "n", "mean_diff", "ci_low", "ci_high", "p_value", "note"]
     return pd.DataFrame(rows, columns=columns)

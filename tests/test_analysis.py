@@ -127,6 +127,14 @@ def test_cli_rejects_a_folder_without_results(tmp_path: Path, capsys) -> None:
     assert "no results.parquet" in err and str(tmp_path / "empty") in err
 
 
+def test_cli_split_test_without_test_scores_says_so(tmp_path: Path, capsys) -> None:
+    folder = write_sweep_folder(tmp_path / "sweep")  # the golden results have no test set
+    assert analysis_main([str(folder), "--split", "test", "--no-mlflow"]) == 2
+    assert "no trial of this sweep scored a test set" in capsys.readouterr().err
+    assert analysis_main([str(folder), "--no-mlflow"]) == 0  # validation, and it says so
+    assert "Scores: Validation split" in capsys.readouterr().out
+
+
 def test_cli_neither_folder_nor_store_creates_nothing(tmp_path: Path, capsys) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert analysis_main(["runs/typo", "--mlflow-uri", uri]) == 2
@@ -183,17 +191,41 @@ def test_cli_refuses_an_unfinished_sweep_run(tmp_path: Path, capsys) -> None:
 
 @pytest.mark.e2e
 def test_sweep_then_analysis_from_its_folder_and_from_mlflow(env, write_space, sweep, capsys):
+    # one seed on two cross-validation folds: 2 replicates per arm, paired by (seed, fold)
     space = write_space(
         "ARMS = {'baseline': {}, 'dropout': {'model.dropout': 0.2}}\n"
-        "BASELINE = 'dropout'\nSEEDS = [0, 1]\n"
+        "BASELINE = 'dropout'\nSEEDS = [0]\nFOLDS = 2\n"
     )
     assert sweep(space) == 0
     folder = env / "runs" / "tiny"
     assert json.loads((folder / IDENTITY_FILE).read_text())["baseline"] == "dropout"
+    results = pd.read_parquet(folder / RESULTS_FILE)
+    primary = results[results["primary"]]
+    assert sorted(zip(primary["arm"], primary["fold"], strict=True)) == [
+        ("baseline", 0),
+        ("baseline", 1),
+        ("dropout", 0),
+        ("dropout", 1),
+    ]
+    assert set(primary["data.folds"]) == {2} and set(primary["seed"]) == {0}
+    # the folds split the non-test data differently (their all-foreground scores differ) and
+    # share the test set
+    assert primary.groupby("fold")["foreground_iou_all"].first().nunique() == 2
+    assert primary["test_foreground_iou_all"].nunique() == 1
     assert analysis_main([str(folder)]) == 0
     out = capsys.readouterr().out
     assert "Each arm minus dropout" in out and "| baseline | IoU | 2 |" in out
     assert (folder / "analysis" / "predictions_baseline.png").is_file()
+    # the tables score the test set by default, the validation split when asked
+    assert "Scores: Test set (held-out cases, data.test_seed = 0)" in out
+    baseline = primary[primary["arm"] == "baseline"]
+    tested = pd.read_csv(folder / "analysis" / "main.csv").set_index("arm")
+    assert tested.loc["baseline", "iou_mean"] == pytest.approx(baseline["test_iou"].mean())
+    validation = ["--split", "validation", "--out", str(env / "validation"), "--no-mlflow"]
+    assert analysis_main([str(folder), *validation]) == 0
+    assert "optimistic" in capsys.readouterr().out
+    validated = pd.read_csv(env / "validation" / "main.csv").set_index("arm")
+    assert validated.loc["baseline", "iou_mean"] == pytest.approx(baseline["iou"].mean())
 
     assert analysis_main(["tiny", "--out", str(env / "from_mlflow")]) == 0
     from_mlflow = pd.read_csv(env / "from_mlflow" / "main.csv")

@@ -79,10 +79,12 @@ def test_every_problem_reported_once():
     ("values", "message"),
     [
         (
-            {"data.input_size": 48},
-            r"data.input_size = 48 is not divisible by 2\*\*model.depth = 32",
+            {"data.input_size": 16},
+            r"data.input_size = 16 is smaller than 2\*\*model.depth = 32",
         ),
         ({"model.depth": 6, "data.input_size": 32}, r"2\*\*model.depth = 64"),
+        ({"eval.tile_size": 16}, r"eval.tile_size = 16 is smaller than 2\*\*model.depth = 32"),
+        ({"eval.tile_overlap": 1.0}, r"eval.tile_overlap = 1.0 is invalid"),
         ({"model.dropout": -0.1}, r"model.dropout = -0.1"),
         ({"data.channels": 2}, r"data.channels = 2 .* 1 \(greyscale\) or 3 \(RGB\)"),
         ({"data.task": "multiclass"}, r"train.loss = 'bce' is binary-only"),
@@ -115,3 +117,30 @@ def test_replace_validates():
 def test_config_is_frozen():
     with pytest.raises(AttributeError):
         TrialConfig().model.depth = 3  # type: ignore[misc]
+
+
+def test_the_test_fraction_defaults_to_a_fifth_and_to_none_beside_an_external_test_set():
+    assert TrialConfig().data.test_fraction is None
+    assert TrialConfig().data.internal_test_fraction == 0.2  # study B's held-out 20%
+    external = TrialConfig.from_dict({"data.test_root": "/slides/hospital_b"})
+    assert external.data.internal_test_fraction == 0.0
+    both = TrialConfig.from_dict({"data.test_root": "/b", "data.test_fraction": 0.1})
+    assert both.data.internal_test_fraction == 0.1
+    study_a = TrialConfig.from_dict({"data.test_fraction": 0})
+    assert study_a.data.internal_test_fraction == 0.0
+    assert TrialConfig.from_dict({"data.test_fraction": None}) == TrialConfig()
+    assert (TrialConfig().eval.checkpoint, TrialConfig().eval.boundary_tolerance) == ("best", 2.0)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"data.test_fraction": 1.0}, "data.test_fraction = 1.0 is invalid: expected a value in"),
+        ({"data.test_fraction": "all"}, "data.test_fraction = 'all' is invalid: expected a number"),
+        ({"eval.checkpoint": "final"}, "eval.checkpoint = 'final' is invalid"),
+        ({"eval.boundary_tolerance": -1}, "eval.boundary_tolerance = -1.0 is invalid"),
+    ],
+)
+def test_bad_evaluation_settings_name_the_key(values, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        TrialConfig.from_dict(values)

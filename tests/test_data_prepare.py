@@ -60,8 +60,11 @@ def test_report_accounts_for_every_image(config, dataset: Path):
     report = prepare(config()).report
     assert report.images_per_class == {"Alpha": 18, "Beta": 8, "Gamma": 6}
     for name, count in report.images_per_class.items():
-        assert report.train_per_class[name] + report.val_per_class[name] == count
-        assert report.val_per_class[name] > 0
+        held_out = report.val_per_class[name] + report.test_per_class[name]
+        assert report.train_per_class[name] + held_out == count
+        assert report.train_per_class[name] > 0 and report.test_per_class[name] > 0
+    # three sides need three cases: Gamma's two go to training and to the test set
+    assert report.val_per_class["Alpha"] > 0 and report.val_per_class["Beta"] > 0
     assert report.train_per_class_balanced == report.train_per_class  # no balancing asked
     assert report.skipped == [
         (str(dataset / "Beta" / "image" / "B00-1-400-000.png"), report.skipped[0][1])
@@ -147,7 +150,8 @@ def test_filters_drop_and_report(config, dataset: Path):
     assert set(reasons) == {str(empty), str(blank)}
     assert "data.min_foreground" in reasons[str(empty)]
     assert "blank" in reasons[str(blank)]
-    assert sum(report.train_per_class.values()) + sum(report.val_per_class.values()) == 31
+    splits = (report.train_per_class, report.val_per_class, report.test_per_class)
+    assert sum(sum(split.values()) for split in splits) == 31
 
 
 def test_multiclass_label_beyond_num_classes_is_a_clear_error(config, dataset: Path):

@@ -5,6 +5,7 @@ from hypothesis import strategies as st
 
 from tunelab.config import DataConfig
 from tunelab.data import split_indices
+from tunelab.data.split import hold_out_test
 
 
 def dataset(cases_per_class: list[int], images_per_case: int = 3):
@@ -97,3 +98,31 @@ def test_split_invariants(cases_per_class, images_per_case, folds, seed):
         for k, n_cases in enumerate(cases_per_class):
             if n_cases >= 2:
                 assert (classes[train] == k).any() and (classes[val] == k).any()
+
+
+def test_the_test_set_is_whole_cases_and_the_same_for_every_seed_and_fold():
+    rest, test = hold_out_test(CLASSES, CASES, 0.2, seed=7)
+    assert np.array_equal(np.sort(np.concatenate([rest, test])), np.arange(len(CLASSES)))
+    assert not set(CASES[rest]) & set(CASES[test])  # grouped by case
+    fraction = np.bincount(CLASSES[test], minlength=4) / np.bincount(CLASSES)
+    assert fraction[0] == pytest.approx(0.2, abs=0.05) and fraction[3] == pytest.approx(
+        0.2, abs=0.1
+    )
+    assert (CLASSES[test] == 2).any()  # the two-case class gives one case to the test set
+    # what the trials of a sweep do: their own seed and fold split the rest, never the test set
+    for split in ("case", "image"):
+        for seed in range(3):
+            for config in (DataConfig(split=split), DataConfig(split=split, folds=3, fold=seed)):
+                train, val = split_indices(CLASSES[rest], CASES[rest], config, seed)
+                seen = set(rest[train]) | set(rest[val])
+                assert seen == set(rest) and not seen & set(test)
+                assert not set(CASES[rest[train]]) & set(CASES[test])
+    again, other = hold_out_test(CLASSES, CASES, 0.2, 7)[1], hold_out_test(CLASSES, CASES, 0.2, 8)
+    assert np.array_equal(test, again) and not np.array_equal(test, other[1])
+
+
+def test_no_test_set_at_fraction_zero_and_a_clear_error_when_none_can_be_drawn():
+    rest, test = hold_out_test(CLASSES, CASES, 0.0, 0)
+    assert len(test) == 0 and np.array_equal(rest, np.arange(len(CLASSES)))
+    with pytest.raises(ValueError, match=r"test side empty.*data.test_fraction = 0.2"):
+        hold_out_test(np.zeros(4, int), np.array(["one case"] * 4), 0.2, 0)

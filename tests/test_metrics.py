@@ -260,3 +260,60 @@ def test_names_helpers():
     assert METRIC_NAMES == ("iou", "dice", "pixel_error", "accuracy")
     assert metrics.COUNT_NAMES == ("tp", "fp", "fn", "tn")  # the last dim of every count
     assert metrics.threshold_suffix(0.3) == "_t0.3" and metrics.threshold_suffix(0.25) == "_t0.25"
+
+
+# --- boundary metrics (MONAI), against hand-worked cases --------------------------------------
+
+
+def squares(offsets: list[int], size: int = 32) -> torch.Tensor:
+    """(N, size, size) masks: an 8x8 square at rows 8..15, columns 8+o..15+o for each offset."""
+    masks = torch.zeros(len(offsets), size, size, dtype=torch.long)
+    for i, o in enumerate(offsets):
+        masks[i, 8:16, 8 + o : 16 + o] = 1
+    return masks
+
+
+def test_hd95_and_nsd_of_two_squares_offset_by_three_pixels():
+    # Boundary pixels: 28 per square. Every boundary pixel of one square lies within 3 px of the
+    # other's boundary, so HD (and HD95) = 3. Within 2 px (worked by hand, per direction): top
+    # and bottom rows 7 + 7 (the column 3 px away is not), the inner side 4 (rows 9, 10, 13, 14
+    # of the side column, 1-2 px from the top or bottom row), the outer side 0 (3 px): 18 of 28.
+    hd95, nsd = metrics.boundary_scores(squares([0]), squares([3]), 1, tolerance=2.0)
+    assert hd95.tolist() == [3.0]
+    assert nsd.tolist() == [pytest.approx(18 / 28)]
+    _, nsd_at_3 = metrics.boundary_scores(squares([0]), squares([3]), 1, tolerance=3.0)
+    assert nsd_at_3.tolist() == [1.0]  # the tolerance is inclusive
+    same_hd, same_nsd = metrics.boundary_scores(squares([0]), squares([0]), 1, tolerance=0.0)
+    assert same_hd.tolist() == [0.0] and same_nsd.tolist() == [1.0]
+
+
+def test_boundary_metrics_empty_mask_conventions():
+    empty, square = torch.zeros(1, 32, 32, dtype=torch.long), squares([0])
+    pred = torch.cat([empty, square, empty])
+    target = torch.cat([empty, empty, square])
+    hd95, nsd = metrics.boundary_scores(pred, target, 1, tolerance=2.0)
+    diagonal = math.hypot(32, 32)  # exactly one side empty: the worst distance the image allows
+    assert hd95.tolist() == [0.0, pytest.approx(diagonal), pytest.approx(diagonal)]
+    assert nsd.tolist() == [1.0, 0.0, 0.0]
+
+
+def test_multiclass_boundary_metrics_average_the_classes_present():
+    target = squares([0]) + 2 * squares([12])  # class 1 left, class 2 right
+    pred = squares([0]) + 2 * squares([15])  # class 2 offset by 3 px
+    hd95, nsd = metrics.boundary_scores(pred, target, 3, tolerance=2.0)
+    assert hd95.tolist() == [pytest.approx((0 + 3) / 2)]
+    assert nsd.tolist() == [pytest.approx((1 + 18 / 28) / 2)]
+    only_one = metrics.boundary_scores(squares([0]), squares([0]), 3, tolerance=2.0)
+    assert [v.item() for v in only_one] == [0.0, 1.0]  # class 2 absent from both: not averaged
+
+
+def test_image_scores_add_boundary_metrics_per_image_and_summarise_per_class():
+    target = torch.cat([squares([0]), squares([0])])
+    logits = torch.where(torch.cat([squares([3]), squares([0])]) > 0, 5.0, -5.0)[:, None]
+    by_class, set_only = metrics.image_scores(logits, target, (0.5,), False, boundary_tolerance=2)
+    assert by_class["hd95"].tolist() == [3.0, 0.0]
+    assert by_class["iou"].tolist() == [pytest.approx(40 / 88), 1.0]  # 5x8 overlap, 11x8 union
+    result = metrics.summarise(by_class, set_only, torch.tensor([0, 1]), ["Polyp", "Normal"])
+    assert result["hd95"] == 1.5 and result["hd95/Polyp"] == 3.0 and result["hd95/Normal"] == 0
+    assert result["nsd"] == pytest.approx((18 / 28 + 1) / 2)
+    assert "hd95" not in metrics.image_scores(logits, target, (0.5,), False)[0]

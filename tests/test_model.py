@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -76,3 +77,16 @@ def test_same_seed_same_weights():
 
     assert torch.equal(weights(1), weights(1))
     assert not torch.equal(weights(1), weights(2))
+
+
+def test_a_size_that_is_not_a_multiple_is_reflect_padded_and_cropped_back():
+    cfg = ModelConfig(depth=3, base_channels=4)  # the model needs multiples of 2**3 = 8
+    model = UNet(cfg, 1, 2).eval()
+    x = torch.rand(2, 1, 21, 30)
+    # by hand: numpy's reflect padding to 24 x 32 (1 + 2 rows, 1 + 1 columns), then the crop
+    padded = np.pad(x.numpy(), ((0, 0), (0, 0), (1, 2), (1, 1)), mode="reflect")
+    with torch.no_grad():
+        expected = model(torch.from_numpy(padded))[..., 1:22, 1:31]
+        out = model(x)
+    assert out.shape == (2, 2, 21, 30)
+    torch.testing.assert_close(out, expected)

@@ -81,3 +81,44 @@ def test_main_table_averages_scored_trials_only_and_counts_the_rest():
     assert reference["iou_mean"] == 0.6 and reference["pixel_error_mean"] == pytest.approx(0.4)
     text = format_markdown(main_table(results))
     assert "| a | 0.8500 ± 0.0707 |" in text and "1 pruned, 1 completed" in text
+
+
+def test_test_scores_sit_beside_the_validation_ones():
+    cfg = TrialConfig.from_dict({"eval.thresholds": [0.5, 0.3]})
+    last = report(0.8) | {"checkpoint_epoch": 7, "test_iou_t0.5": 0.7, "test_iou_t0.3": 0.65}
+    last |= {"test_iou_t0.5/Polyp": 0.6, "test_iou/Polyp": 0.6, "test_hd95": 4.5, "test_nsd": 0.8}
+    last |= {"test_hd95/Polyp": 5.0, "test_foreground_iou_all": 0.55}
+    rows = trial_rows(cfg, {}, last, class_names_in(last))
+    assert [r["test_iou"] for r in rows[:2]] == [0.7, 0.65] and math.isnan(rows[2]["test_iou"])
+    assert rows[0]["iou"] == pytest.approx(0.85)  # the validation column is untouched
+    assert rows[0]["test_iou/Polyp"] == 0.6 and "iou/Polyp" not in rows[0]  # the test's classes
+    assert rows[0]["test_hd95"] == 4.5 and rows[0]["test_hd95/Polyp"] == 5.0
+    assert math.isnan(rows[1]["test_hd95"])  # boundary metrics: the primary threshold only
+    assert {r["checkpoint_epoch"] for r in rows} == {7}
+    assert rows[0]["test_foreground_iou_all"] == 0.55
+    untested = trial_rows(cfg, {}, report(0.8), [])
+    assert math.isnan(untested[0]["test_iou"]) and math.isnan(untested[0]["checkpoint_epoch"])
+
+
+def test_tables_lead_with_the_test_set_and_say_which_split_and_model():
+    from analysis.tables import default_split, on_split, split_caption
+
+    rows = [
+        {"arm": "a", "seed": 0, "status": "completed", "iou": 0.9, "test_iou": 0.7},
+        {"arm": "a", "seed": 1, "status": "completed", "iou": 0.8, "test_iou": 0.6},
+    ]
+    results = frame(rows).assign(**{"eval.checkpoint": "best", "data.test_seed": 0})
+    results["data.test_root"] = ""
+    assert default_split(results) == "test"
+    tested = main_table(on_split(results, "test")).set_index("arm")
+    assert tested.loc["a", "iou_mean"] == pytest.approx(0.65)
+    validated = main_table(on_split(results, "validation")).set_index("arm")
+    assert validated.loc["a", "iou_mean"] == pytest.approx(0.85)
+    caption = split_caption(results, "test")
+    assert caption.startswith("Test set (held-out cases, data.test_seed = 0)")
+    assert "best-validation epoch's model (eval.checkpoint = best)" in caption
+    assert "optimistic" in split_caption(results, "validation")
+    untested = frame(rows).assign(test_iou=math.nan)
+    assert default_split(untested) == "validation"
+    assert "no test set: data.test_fraction = 0" in split_caption(untested, "validation")
+    assert "external: /b" in split_caption(results.assign(**{"data.test_root": "/b"}), "test")

@@ -61,6 +61,20 @@ def test_param_space_grids_over_seeds(tmp_path):
     assert space["seed"] == {"grid_search": [3, 4]}
 
 
+def test_folds_are_replicates_like_seeds(tmp_path):
+    study = load_study(write(tmp_path, "ARMS = {'a': {}, 'b': {}}\nSEEDS = [3]\nFOLDS = 4\n"))
+    space = study.param_space()
+    assert space["data.fold"] == {"grid_search": [0, 1, 2, 3]}
+    assert space["seed"] == {"grid_search": [3]} and space["arm"] == {"grid_search": ["a", "b"]}
+    cfg = study.trial_config({"arm": "b", "seed": 3, "data.fold": 2})
+    assert (cfg.data.folds, cfg.data.fold, cfg.seed) == (4, 2, 3)
+    assert study.arm_label({"arm": "b", "seed": 3, "data.fold": 2}) == "b"  # not an arm of its own
+    assert study.trial_config(study.first_params()).data.fold == 0
+    search = load_study(write(tmp_path, "SPACE = {'model.dropout': 0.1}\nFOLDS = 2\n"))
+    assert search.arm_label({"model.dropout": 0.1, "seed": 0, "data.fold": 1}) == "dropout=0.1"
+    assert "data.fold" not in load_study(write(tmp_path, "SPACE = {}\n")).param_space()
+
+
 def test_arm_labels(tmp_path):
     search = load_study(
         write(
@@ -112,6 +126,9 @@ def test_thresholds_setting_feeds_eval(tmp_path):
         ("SPACE = {}\nARMS = {'a': {}}\n", r"exactly one of SPACE .* or ARMS"),
         ("NAME = 'x'\n", r"exactly one of SPACE .* or ARMS"),
         ("SPACE = {'seed': 1}\n", r"'seed' is set by SEEDS"),
+        ("ARMS = {'a': {'data.fold': 1}}\n", r"ARMS\['a'\]: 'data.fold' here would turn folds"),
+        ("SPACE = {'data.folds': 5}\n", r"SPACE: 'data.folds' here .* set FOLDS = k instead"),
+        ("SPACE = {}\nFOLDS = 1\n", r"FOLDS = 1: expected an integer k >= 2"),
         ("SPACE = {}\nSEED = [1]\n", r"unknown setting SEED; did you mean SEEDS\?"),
         ("SPACE = {}\nSEEDS = []\n", r"SEEDS = \[\]: expected a non-empty list of integers"),
         (

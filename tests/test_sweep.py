@@ -41,14 +41,28 @@ def test_ablation_sweep_writes_every_trial_and_threshold(env, write_space, sweep
     out = capsys.readouterr().out
     assert "| baseline |" in out and "| dropout |" in out and "all foreground" in out
     assert "results.parquet" in out
+    # the held-out test set: scored once per trial, by its best-validation epoch's model
+    assert "Test set (held-out cases, data.test_seed = 0)" in out
+    assert primary["test_iou"].between(0, 1).all() and primary["test_hd95"].ge(0).all()
+    assert set(primary["checkpoint_epoch"]) <= {1, 2}
+    images = pd.read_parquet(env / "runs" / "tiny" / "test_images.parquet")
+    per_trial = images.groupby("trial_id")
+    assert per_trial.ngroups == 4 and {"arm", "seed", "fold", "case", "class"} <= set(images)
+    files = [tuple(group["image"]) for _, group in per_trial]
+    assert len(set(files)) == 1  # every arm and seed is tested on the same images
+    means = per_trial["iou"].mean()
+    assert means.to_dict() == pytest.approx(primary.set_index("trial_id")["test_iou"].to_dict())
 
 
 def test_search_with_asha_prunes_and_labels_arms(env, write_space, sweep):
     # ASHA's cutoffs depend on the order trials reach a rung, so the trials run one at a time
     # (2 CPUs each), in grid order, on validation loss (IoU ties on the all-foreground plateau).
     # The last lr barely trains: it is worse than the median before it and must be pruned.
+    # (Those validation losses are the ones of the whole tiny dataset split in two: without a
+    # test set, as the trajectories this test was built on. With one, lr 1e-6 starts best.)
     space = write_space(
         "from ray import tune\n"
+        "BASE['data.test_fraction'] = 0\n"
         "SPACE = {'train.lr': tune.grid_search([1e-2, 3e-3, 1e-3, 1e-6])}\n"
         "SEEDS = [0]\nASHA = {'grace_period': 1, 'reduction_factor': 2}\n"
         "METRIC = 'val_loss'\nMODE = 'min'\n",

@@ -54,6 +54,20 @@ def test_seeds_replace_the_space_s_seeds_in_the_grid(space):
     assert study_for(space, "--seeds", "4,7").param_space()["seed"] == {"grid_search": [4, 7]}
 
 
+def test_test_data_is_every_trial_s_absolute_test_root_and_turns_the_internal_split_off(
+    space, monkeypatch
+):
+    monkeypatch.chdir(space.parent)
+    study = study_for(space, "--test-data", "hospital_b")
+    first = study.trial_config(study.first_params())
+    assert first.data.test_root == str(space.parent / "hospital_b")
+    assert first.data.internal_test_fraction == 0.0
+    both = study_for(space, "--test-data", "b", "--set", "data.test_fraction=0.1")
+    assert both.trial_config(both.first_params()).data.internal_test_fraction == 0.1
+    plain = study_for(space)
+    assert plain.trial_config(plain.first_params()).data.internal_test_fraction == 0.2
+
+
 def test_max_epochs_reaches_every_trial_and_asha_s_horizon(space):
     study = study_for(space, "--max-epochs", "5")
     first = study.trial_config(study.first_params())

@@ -170,7 +170,14 @@ def test_sweep_against_a_tracking_server_logs_every_trial(env, write_space, swee
         for key in ("train_loss", "val_loss", "lr", "epoch_seconds", "val_dice", "val_iou_otsu"):
             assert epochs_logged(client, run, key) == [1, 2], key
         assert any(key.startswith("val_iou/") for key in metrics)  # per tumour class
-        assert artifacts(client, run) >= TRIAL_ARTIFACTS
+        # the test set's scores, once, at the last epoch, with the epoch of the tested model
+        for key in ("test_iou", "test_iou_t0.3", "test_hd95", "test_nsd", "checkpoint_epoch"):
+            assert epochs_logged(client, run, key) == [2], key
+        assert metrics["test_iou"] == pytest.approx(row["test_iou"])
+        assert metrics["checkpoint_epoch"] == row["checkpoint_epoch"]
+        assert artifacts(client, run) >= {*TRIAL_ARTIFACTS, "test_images.csv"}
+        per_image = client.download_artifacts(run.info.run_id, "test_images.csv", str(env))
+        assert pd.read_csv(per_image)["iou"].mean() == pytest.approx(row["test_iou"])
         table = pd.read_csv(client.download_artifacts(run.info.run_id, "per_class.csv", str(env)))
         assert list(table.columns) == ["class", "threshold", *METRICS]
         assert set(table["threshold"].astype(str)) == {"0.5", "0.3", "otsu"}

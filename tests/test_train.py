@@ -1,14 +1,17 @@
 """The training loop on a tiny synthetic dataset: results, statuses, determinism, resume."""
 
+import copy
 import math
 import re
 
 import pytest
 import torch
 
+from tunelab import metrics
 from tunelab.config import TrialConfig
 from tunelab.data import prepare
 from tunelab.early_stop import trend_index
+from tunelab.model import UNet
 from tunelab.train import Trainer, fit, main, resolve_device, resolve_dtype
 
 
@@ -234,3 +237,104 @@ def test_stop_monitor_train_loss_feeds_the_rule_the_training_losses(tiny):
         # the trend index of epochs 2-4 is that of the last 3 losses of the monitored kind
         assert results[-1].trend == pytest.approx(trend_index(losses[-3:]), rel=1e-9)
     assert on_train[-1].trend != pytest.approx(on_val[-1].trend)
+
+
+def script_val_losses(trainer: Trainer, losses: list[float]) -> None:
+    """Make the trainer's validation loss follow `losses`, epoch by epoch (metrics stay real):
+    a trial whose validation loss rises after a known epoch."""
+    real, script = trainer._validate, iter(losses)
+
+    def validate():
+        _, scores = real()
+        return next(script), scores
+
+    trainer._validate = validate
+
+
+def scores_of(cfg: TrialConfig, data, weights) -> dict[str, float]:
+    """The test set's scores of given weights, computed here outside the loop."""
+    model = UNet(cfg.model, cfg.data.channels, cfg.out_channels)
+    model.load_state_dict(weights)
+    with torch.no_grad():
+        logits = model.eval()(data.test.images)
+    test = data.test
+    return metrics.score(logits, test.masks, test.classes, test.class_names, (0.5,), True)
+
+
+# lowest validation loss at epoch 3, rising after it
+RISING_AFTER_3 = [1.0, 0.6, 0.4, 0.7, 0.9]
+
+
+@pytest.mark.parametrize("checkpoint, tested_epoch", [("best", 3), ("last", 5)])
+def test_the_test_set_is_scored_once_at_the_end_with_the_chosen_epoch(
+    tiny, checkpoint, tested_epoch
+):
+    cfg = tiny(**{"train.max_epochs": 5, "stop.enabled": False, "eval.checkpoint": checkpoint})
+    trainer = Trainer(cfg)
+    script_val_losses(trainer, RISING_AFTER_3)
+    snapshots, results = {}, []
+    for result in trainer.epochs():
+        snapshots[result.epoch] = copy.deepcopy(trainer.model.state_dict())
+        results.append(result)
+    assert [r.test is None for r in results] == [True, True, True, True, False]
+    test = results[-1].test
+    assert test.checkpoint_epoch == tested_epoch
+    expected = scores_of(cfg, trainer.data, snapshots[tested_epoch])
+    assert {k: v for k, v in test.metrics.items() if k in expected} == pytest.approx(expected)
+    assert 0 <= test.metrics["nsd"] <= 1 and test.metrics["hd95"] >= 0
+    # testing leaves the last weights in place (the checkpoint resumes from them)
+    now = trainer.model.state_dict()
+    assert all(torch.equal(now[k], snapshots[5][k]) for k in now)
+    flat = results[-1].to_flat()
+    assert flat["checkpoint_epoch"] == tested_epoch and flat["test_iou"] == test.metrics["iou"]
+    assert "test_iou" not in results[-2].to_flat()
+    rows = test.images
+    assert rows["image"] == list(trainer.data.test.files) and len(rows["iou"]) == len(rows["image"])
+    assert set(rows) == {"image", "case", "class", *metrics.IMAGE_METRICS}
+    assert sum(rows["iou"]) / len(rows["iou"]) == pytest.approx(test.metrics["iou"])
+
+
+def test_a_resumed_trial_keeps_its_best_weights(tiny, tmp_path):
+    cfg = tiny(**{"train.max_epochs": 5, "stop.enabled": False})
+    data = prepare(cfg)
+    straight = Trainer(cfg, data)
+    script_val_losses(straight, RISING_AFTER_3)
+    expected = list(straight.epochs())[-1].test
+    first = Trainer(cfg, data)
+    script_val_losses(first, RISING_AFTER_3)
+    epochs = first.epochs()
+    for _ in range(4):  # killed after epoch 4, one epoch past its best
+        next(epochs)
+    torch.save(first.state_dict(), tmp_path / "state.pt")
+    resumed = Trainer(cfg, data)
+    resumed.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
+    script_val_losses(resumed, RISING_AFTER_3[4:])
+    test = list(resumed.epochs())[-1].test
+    assert test.checkpoint_epoch == 3
+    assert test.metrics == expected.metrics
+
+
+def test_without_a_test_set_nothing_is_tested_or_kept(tiny):
+    trainer = Trainer(tiny(**{"data.test_fraction": 0}))
+    results = list(trainer.epochs())
+    assert len(trainer.data.test) == 0 and all(r.test is None for r in results)
+    assert trainer.best_weights is None and "checkpoint_epoch" not in results[-1].to_flat()
+
+
+def test_a_size_that_is_not_a_multiple_of_2_to_the_depth_trains_and_tests(tiny):
+    # study B's shape at small scale: random crops for training, whole images for testing
+    cfg = tiny(**{"data.input_size": 36, "data.augment": "crop_flip", "data.crop_size": 20})
+    last = list(fit(cfg))[-1]
+    assert last.status == "completed" and 0 <= last.test.metrics["iou"] <= 1
+    assert Trainer(cfg).data.test.images.shape[-2:] == (36, 36)
+
+
+def test_tiles_blend_back_to_the_whole_image_prediction(tiny):
+    # a pointwise model predicts each pixel alone, so any tiling must give the same map
+    trainer = Trainer(tiny(**{"eval.tile_size": 16, "eval.tile_overlap": 0.5}))
+    trainer.model = torch.nn.Conv2d(1, 1, 1)
+    images = trainer.data.test.images[:3]  # 32 x 32: 9 overlapping 16 x 16 tiles each
+    with torch.no_grad():
+        whole = trainer.model(images)
+    torch.testing.assert_close(trainer.predict_logits(images), whole)
+    assert trainer.predict_logits(images).shape == (3, 1, 32, 32)

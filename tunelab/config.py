@@ -1,7 +1,8 @@
 """TrialConfig: the one typed object that fully describes a trial.
 
-Defaults reproduce study A's baseline (EBHI-Seg, 64x64 greyscale, U-Net with 64 base channels,
-Adam lr 1e-4, batch 32, BCE on sigmoid outputs). Search spaces, MLflow params and analysis columns
+The model and training defaults are study A's baseline (EBHI-Seg, 64x64 greyscale, U-Net with 64
+base channels, Adam lr 1e-4, batch 32, BCE on sigmoid outputs); the evaluation defaults are study
+B's (20% of the cases held out as a test set, scored with the best-validation checkpoint). Search spaces, MLflow params and analysis columns
 all use the same dotted names (`model.dropout`), produced by `to_flat` and accepted by `from_dict`.
 """
 
@@ -28,6 +29,10 @@ LrSchedule = Literal["none", "plateau"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Device = Literal["auto", "cpu", "cuda"]
 Monitor = Literal["val_loss", "train_loss"]
+Checkpoint = Literal["best", "last"]
+
+# the share of cases kept out as the test set when data.test_fraction is left unset (study B's 20%)
+DEFAULT_TEST_FRACTION = 0.2
 
 
 @dataclass(frozen=True)
@@ -40,7 +45,13 @@ class DataConfig:
     channels: int = 1  # 1 = greyscale, 3 = RGB
     normalize: Normalize = "fixed"  # fixed: x / 255; dataset: train-split per-channel mean/std
     split: SplitMode = "case"  # case: images of one case never on both sides
-    val_fraction: float = 0.2
+    # the internal test set, drawn first, by case and class, with its own seed, so it holds the
+    # same images for every arm, seed and fold. None: DEFAULT_TEST_FRACTION, or 0 (no internal
+    # test set) when test_root names an external one; 0: study A's protocol, no test set
+    test_fraction: float | None = None
+    test_seed: int = 0
+    test_root: str = ""  # an external test set: a dataset folder scored like the internal one
+    val_fraction: float = 0.2  # of what the test set leaves (the folds split the same rest)
     folds: int = 0  # 0 = one hold-out split; k >= 2 = k-fold, `fold` picks the validation fold
     fold: int = 0
     augment: Augment = "none"
@@ -53,6 +64,8 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _check_range(self, "val_fraction", 0.0, 1.0, low_open=True, high_open=True)
+        if self.test_fraction is not None:
+            _check_range(self, "test_fraction", 0.0, 1.0, high_open=True)
         _check_range(self, "min_foreground", 0.0, 1.0, high_open=True)
         _check_min(self, "input_size", 8)
         _check_min(self, "synthetic_images", 12)
@@ -68,6 +81,13 @@ class DataConfig:
             _fail("data.fold", self.fold, f"0 .. {self.folds - 1} (data.folds = {self.folds})")
         if self.crop_size > self.input_size:
             _fail("data.crop_size", self.crop_size, f"<= data.input_size ({self.input_size})")
+
+    @property
+    def internal_test_fraction(self) -> float:
+        """The share of cases in the internal test set, with test_fraction's default resolved."""
+        if self.test_fraction is not None:
+            return self.test_fraction
+        return 0.0 if self.test_root else DEFAULT_TEST_FRACTION
 
 
 @dataclass(frozen=True)
@@ -137,8 +157,18 @@ class StopConfig:
 class EvalConfig:
     thresholds: tuple[float, ...] = (0.5,)  # every one scored on the same predictions
     otsu: bool = True  # also score each image at its own Otsu threshold
+    # the model the test set scores: best = the epoch with the lowest validation loss (study B)
+    checkpoint: Checkpoint = "best"
+    boundary_tolerance: float = 2.0  # pixels: normalized surface Dice counts boundary within it
+    # validation and test images predicted in overlapping tiles of this size (MONAI's sliding
+    # window, Gaussian-weighted), for images too large for memory; 0 = whole images
+    tile_size: int = 0
+    tile_overlap: float = 0.25
 
     def __post_init__(self) -> None:
+        _check_min(self, "boundary_tolerance", 0.0)
+        _check_min(self, "tile_size", 0)
+        _check_range(self, "tile_overlap", 0.0, 1.0, high_open=True)
         if not self.thresholds:
             _fail("eval.thresholds", self.thresholds, "at least one threshold in (0, 1)")
         for t in self.thresholds:
@@ -157,16 +187,17 @@ class TrialConfig:
 
     def __post_init__(self) -> None:
         size, depth = self.data.input_size, self.model.depth
-        if size % 2**depth:
+        if size < 2**depth:  # a size that is not a multiple is reflect-padded (tunelab.model)
             raise ValueError(
-                f"data.input_size = {size} is not divisible by 2**model.depth = {2**depth}: "
-                f"use a multiple of {2**depth} or a smaller model.depth"
+                f"data.input_size = {size} is smaller than 2**model.depth = {2**depth}: "
+                f"use a larger input or a smaller model.depth"
             )
-        crop = self.data.crop_size
-        if self.data.augment == "crop_flip" and crop and crop % 2**depth:
-            raise ValueError(
-                f"data.crop_size = {crop} is not divisible by 2**model.depth = {2**depth}"
-            )
+        for key, tile in (
+            ("data.crop_size", self.data.crop_size),
+            ("eval.tile_size", self.eval.tile_size),
+        ):
+            if tile and tile < 2**depth:
+                raise ValueError(f"{key} = {tile} is smaller than 2**model.depth = {2**depth}")
         binary_only = ("bce", "bce_logits", "smooth_l1")
         if self.data.task == "multiclass" and self.train.loss in binary_only:
             raise ValueError(
@@ -282,6 +313,11 @@ def _check_range(
 def _coerce(key: str, value: Any, hint: Any) -> Any:
     """Check a value against a field's type hint; ints are accepted where floats are expected."""
     origin = get_origin(hint)
+    if origin in (types.UnionType, typing.Union):  # `float | None`: None means "the default"
+        if value is None:
+            return None
+        inner = next(arg for arg in get_args(hint) if arg is not type(None))
+        return _coerce(key, value, inner)
     if origin is Literal:
         choices = get_args(hint)
         if value not in choices:

@@ -12,12 +12,18 @@ Conventions:
 - `score` averages per-image scores over images (macro over images), never pools the pixels of
   the set; per tumour class it averages over the images of that class;
 - multiclass IoU and Dice of an image average over the pixel classes present in its target or
-  its prediction; classes absent from both are excluded rather than counted as a perfect 1.0.
+  its prediction; classes absent from both are excluded rather than counted as a perfect 1.0;
+- boundary metrics (HD95, normalized surface Dice) come from MONAI; their empty-mask conventions
+  are in `boundary_scores`.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
+import sys
+import threading
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
@@ -139,6 +145,9 @@ REDUCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "accuracy": pixel_accuracy,
 }
 METRIC_NAMES = tuple(REDUCTIONS)
+BOUNDARY_METRICS = ("hd95", "nsd")
+# what each test image's row holds: every metric of its primary prediction
+IMAGE_METRICS = (*METRIC_NAMES, *BOUNDARY_METRICS)
 
 
 def threshold_suffix(threshold: float) -> str:
@@ -166,11 +175,43 @@ def score(
     over the images of one tumour class (from `image_classes`); classes without images, and
     pixel classes present nowhere, are omitted.
     """
+    by_class, set_only = image_scores(logits, target, thresholds, otsu)
+    return summarise(by_class, set_only, image_classes, class_names)
+
+
+def image_scores(
+    logits: Tensor,
+    target: Tensor,
+    thresholds: Sequence[float],
+    otsu: bool,
+    boundary_tolerance: float | None = None,
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Per-image scores (N,) by name, NaN where a score does not apply, in two groups:
+    (averaged per tumour class too, averaged over the set only); names as in `score`.
+
+    With `boundary_tolerance` (pixels), also `hd95` and `nsd` of the primary prediction (see
+    `boundary_scores`); they cost a distance transform per image, so only the test set has them.
+    """
     if logits.shape[1] == 1:
         probs = logits[:, 0].float().sigmoid()  # (N, H, W); float32 even after bf16 autocast
         by_class, set_only = _binary_columns(probs, target, thresholds, otsu)
+        primary = probs >= torch.tensor(thresholds[0], dtype=probs.dtype)
     else:
         by_class, set_only = _multiclass_columns(logits, target)
+        primary = logits.max(1).indices
+    if boundary_tolerance is not None:
+        hd95, nsd = boundary_scores(primary, target, logits.shape[1], boundary_tolerance)
+        by_class.update(hd95=hd95.to(target.device), nsd=nsd.to(target.device))
+    return by_class, set_only
+
+
+def summarise(
+    by_class: dict[str, Tensor],
+    set_only: dict[str, Tensor],
+    image_classes: Tensor,
+    class_names: Sequence[str],
+) -> dict[str, float]:
+    """Per-image scores of `image_scores` -> means over the set and per tumour class."""
     columns = {**by_class, **set_only}
     values = torch.stack(list(columns.values()), dim=1)  # (N, M), NaN where a score does not apply
     groups = torch.cat(  # (N, 1 + G): the whole set, then each tumour class
@@ -189,6 +230,54 @@ def score(
             if not math.isnan(v):
                 result[f"{name}/{class_name}"] = v
     return result
+
+
+def import_boundary_metrics_in_background() -> None:
+    """Start importing MONAI in a daemon thread, once per process. `import monai` loads most of
+    MONAI (1.5-3 s on a 2-core VM); a trial that will score its test set starts it early so the
+    import runs beside training instead of after it."""
+    global _monai_import
+    if _monai_import is None and "monai.metrics" not in sys.modules:
+        _monai_import = threading.Thread(
+            target=importlib.import_module, args=("monai.metrics",), daemon=True
+        )
+        _monai_import.start()
+
+
+_monai_import: threading.Thread | None = None
+
+
+def boundary_scores(
+    pred: Tensor, target: Tensor, num_classes: int, tolerance: float
+) -> tuple[Tensor, Tensor]:
+    """Per-image (N,) 95th-percentile Hausdorff distance and normalized surface Dice, in pixels.
+
+    `pred` and `target` (N, H, W) hold 0/1 (binary, num_classes = 1) or class indices; the
+    foreground classes are scored, the background is not. MONAI computes both (euclidean
+    distances between the boundary pixels; NSD counts boundary within `tolerance`, inclusive).
+    Empty masks, where MONAI returns NaN: both empty is perfect (HD95 0, NSD 1), like IoU's 1.0;
+    exactly one empty is the worst case (HD95 = the image diagonal, NSD 0). Multi-class images
+    average over the foreground classes present in the target or the prediction.
+    """
+    from monai.metrics import compute_hausdorff_distance, compute_surface_dice
+
+    classes = max(num_classes, 2)
+    pred_1hot = F.one_hot(pred.long().cpu(), classes).permute(0, 3, 1, 2)  # (N, K, H, W)
+    target_1hot = F.one_hot(target.long().cpu(), classes).permute(0, 3, 1, 2)
+    with warnings.catch_warnings():  # MONAI warns once per empty mask; handled below
+        warnings.simplefilter("ignore")
+        hd95 = compute_hausdorff_distance(pred_1hot, target_1hot, percentile=95)  # (N, K - 1)
+        nsd = compute_surface_dice(pred_1hot, target_1hot, [tolerance] * (classes - 1))
+    in_pred = pred_1hot[:, 1:].flatten(2).any(-1)  # (N, K - 1)
+    in_target = target_1hot[:, 1:].flatten(2).any(-1)
+    one_empty, both_empty = in_pred ^ in_target, ~(in_pred | in_target)
+    diagonal = math.hypot(*pred.shape[-2:])
+    hd95 = hd95.double().where(~one_empty, diagonal).where(~both_empty, 0.0)
+    nsd = nsd.double().where(~one_empty, 0.0).where(~both_empty, 1.0)
+    if num_classes == 1:
+        return hd95[:, 0], nsd[:, 0]
+    present = ~both_empty
+    return hd95.where(present, math.nan).nanmean(1), nsd.where(present, math.nan).nanmean(1)
 
 
 def _binary_columns(

@@ -20,6 +20,7 @@ TAG_SWEEP_ID = "tunelab.sweep_id"
 TAG_TRIAL_ID = "tunelab.trial_id"
 TAG_ARM = "tunelab.arm"
 TAG_SEED = "tunelab.seed"
+TAG_FOLD = "tunelab.fold"
 TAG_STATUS = "tunelab.status"  # running, then completed / converged / pruned / diverged / failed
 TAG_REASON = "tunelab.reason"  # why a trial failed or diverged
 TAG_NODE = "tunelab.node_id"

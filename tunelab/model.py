@@ -1,7 +1,9 @@
 """U-Net with every ablation axis of the two studies as a config field.
 
 Padded 3x3 convs keep the spatial size, so output size = input size (study B); `depth` counts
-levels including the bottleneck (study A: 5 levels, 64 .. 1024 channels). The network outputs
+levels including the bottleneck (study A: 5 levels, 64 .. 1024 channels). An input whose sides
+are not multiples of 2**depth is reflect-padded to the next multiple and the output cropped back
+(study B tests whole 500x500 images mirror-padded to 512). The network outputs
 logits: the sigmoid/softmax belongs to the loss and the metrics, which keeps `bce` (sigmoid + BCE)
 and `bce_logits` comparable on the same architecture.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tunelab.config import ModelConfig
@@ -72,8 +75,18 @@ class UNet(nn.Module):
             in_ch = 2 * width if skip is not None else width
             self.decoder.append(ConvBlock(in_ch, width, cfg, cfg.dropout))
         self.head = nn.Conv2d(widths[0], out_channels, 1)
+        self.multiple = 2**cfg.depth
 
     def forward(self, x: Tensor) -> Tensor:  # (N, C_in, H, W) -> (N, C_out, H, W) logits
+        height, width = x.shape[-2:]
+        pad_h, pad_w = -height % self.multiple, -width % self.multiple
+        if not pad_h and not pad_w:
+            return self._forward(x)
+        top, left = pad_h // 2, pad_w // 2
+        padded = F.pad(x, (left, pad_w - left, top, pad_h - top), mode="reflect")
+        return self._forward(padded)[..., top : top + height, left : left + width]
+
+    def _forward(self, x: Tensor) -> Tensor:
         features: list[Tensor] = []
         for level, block in enumerate(self.encoder):
             x = block(x if level == 0 else self.pool(x))

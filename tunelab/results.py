@@ -3,8 +3,11 @@
 Pure functions of plain dicts, so the sweep, the tests and analysis share one layout:
 identity columns (sweep, arm, seed, trial_id, status, epochs, time_s), the trial's flat config
 (dotted names, as in the space and in MLflow), `threshold` ("0.5", "otsu", or "argmax" for
-multi-class), `primary` (the trial's first threshold, the one tables report), the metrics at
-that threshold and the same metrics per tumour class (`iou/Normal`).
+multi-class), `primary` (the trial's first threshold, the one tables report), the validation
+metrics of the last epoch at that threshold and the same per tumour class (`iou/Normal`), and
+the test set's (`test_iou`, `test_iou/Normal`, with `test_hd95` and `test_nsd` on the primary
+row) by the model of `checkpoint_epoch`. Test columns are NaN for a trial without test scores:
+pruned, diverged or failed, or a sweep without a test set.
 """
 
 from __future__ import annotations
@@ -18,10 +21,13 @@ from tunelab.config import TrialConfig
 RESULTS_FILE = "results.parquet"  # one row per trial x threshold
 EPOCHS_FILE = "epochs.parquet"  # one row per trial x epoch
 TABLE_FILE = "results.md"  # the table the sweep printed
+TEST_IMAGES_FILE = "test_images.parquet"  # one row per trial x test image
 PREVIEWS_FOLDER = "previews"  # <trial_id>.npz: each trial's last prediction preview
 IDENTITY_FILE = "tunelab.json"  # the sweep's id and MLflow experiment, read back by --resume
 
 METRICS = ("iou", "dice", "pixel_error", "accuracy")
+BOUNDARY_METRICS = ("hd95", "nsd")  # test set only, at the primary threshold
+TEST_PREFIX = "test_"  # test columns: the validation column's name with this prefix
 # statuses whose numbers describe a trained model; the rest are shown, never averaged in
 SCORED_STATUSES = ("completed", "converged")
 
@@ -57,21 +63,36 @@ def trial_rows(
         key: ",".join(f"{v:g}" for v in value) if isinstance(value, tuple) else value
         for key, value in cfg.to_flat().items()
     }
+    val_classes = class_names
+    test_classes = class_names_in(last, TEST_PREFIX)
     rows = []
     for index, (label, suffix) in enumerate(threshold_suffixes(cfg).items()):
         row: dict[str, Any] = {**identity, **config, "threshold": label, "primary": index == 0}
-        for metric in METRICS:
-            row[f"foreground_{metric}_all"] = _number(last.get(f"val_foreground_{metric}_all"))
-            row[metric] = _number(last.get(f"val_{metric}{suffix}"))
-            for name in class_names:
-                row[f"{metric}/{name}"] = _number(last.get(f"val_{metric}{suffix}/{name}"))
+        row["checkpoint_epoch"] = _number(last.get("checkpoint_epoch"))
+        row["time_test_s"] = _number(last.get("test_seconds"))  # what scoring the test cost
+        for column, report, names in (
+            ("", "val_", val_classes),
+            (TEST_PREFIX, "test_", test_classes),
+        ):
+            for metric in METRICS:
+                everywhere = f"foreground_{metric}_all"
+                row[f"{column}{everywhere}"] = _number(last.get(f"{report}{everywhere}"))
+                row[f"{column}{metric}"] = _number(last.get(f"{report}{metric}{suffix}"))
+                for name in names:
+                    value = last.get(f"{report}{metric}{suffix}/{name}")
+                    row[f"{column}{metric}/{name}"] = _number(value)
+        for metric in BOUNDARY_METRICS:
+            for name in ("", *(f"/{n}" for n in test_classes)):
+                value = last.get(f"test_{metric}{name}") if index == 0 else None
+                row[f"{TEST_PREFIX}{metric}{name}"] = _number(value)
         rows.append(row)
     return rows
 
 
-def class_names_in(last: dict[str, Any]) -> list[str]:
-    """The tumour classes a report has per-class metrics for (`val_iou/Normal` -> Normal)."""
-    prefix = "val_iou/"
+def class_names_in(last: dict[str, Any], split: str = "val_") -> list[str]:
+    """The tumour classes a report has per-class metrics for (`val_iou/Normal` -> Normal), for
+    the validation split or, with split "test_", the test set (an external one has its own)."""
+    prefix = f"{split}iou/"
     return sorted(key.removeprefix(prefix) for key in last if key.startswith(prefix))
 
 

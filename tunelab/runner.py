@@ -22,15 +22,17 @@ import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-from analysis.tables import format_markdown, main_table
+from analysis.tables import default_split, format_markdown, main_table, on_split, split_caption
 from tunelab.config import TrialConfig
 from tunelab.data import load
+from tunelab.data.dataset import load_test_root
 from tunelab.results import (
     EPOCHS_FILE,
     IDENTITY_FILE,
     PREVIEWS_FOLDER,
     RESULTS_FILE,
     TABLE_FILE,
+    TEST_IMAGES_FILE,
     class_names_in,
     error_message,
     final_status,
@@ -43,7 +45,7 @@ from tunelab.resume import (
     saved_trial_ids,
     start_over_hint,
 )
-from tunelab.space import Study
+from tunelab.space import FOLD_KEY, Study
 from tunelab.stopper import ConvergenceStopper
 from tunelab.sweep import SweepOptions
 from tunelab.tracking import (
@@ -54,7 +56,7 @@ from tunelab.tracking import (
     is_epoch_value,
     ui_command,
 )
-from tunelab.trainable import PREVIEW_FILE, PROGRESS_METRICS, train_trial
+from tunelab.trainable import PREVIEW_FILE, PROGRESS_METRICS, TEST_SCORES_FILE, train_trial
 
 
 class SetupError(RuntimeError):
@@ -80,6 +82,8 @@ def run_sweep(study: Study, options: SweepOptions) -> str:
     base = study.trial_config(study.first_params())  # the base alone may be incomplete
     try:  # decode (or generate) the data once, here, rather than in every trial at once
         load(base.data)
+        if base.data.test_root:
+            load_test_root(base.data)
     except (ValueError, OSError) as error:  # before Ray starts: a bad folder costs nothing
         raise SetupError(f"cannot use the dataset: {error}") from None
     sweep_dir = Path(options.storage) / study.name
@@ -106,11 +110,21 @@ def run_sweep(study: Study, options: SweepOptions) -> str:
     results = results_frame(study, grid)
     results.to_parquet(sweep_dir / RESULTS_FILE, index=False)
     epochs_frame(study, grid).to_parquet(sweep_dir / EPOCHS_FILE, index=False)
-    copy_previews(grid, sweep_dir / PREVIEWS_FOLDER)
-    table = format_markdown(main_table(results))
+    test_images = collect_checkpoint_files(study, grid, sweep_dir / PREVIEWS_FOLDER)
+    test_images.to_parquet(sweep_dir / TEST_IMAGES_FILE, index=False)
+    split = default_split(results)
+    main = format_markdown(main_table(on_split(results, split)))
+    table = f"{split_caption(results, split)}:\n\n{main}"
     (sweep_dir / TABLE_FILE).write_text(table + "\n")
     # everything analysis reads, so `python -m analysis EXPERIMENT` works from MLflow alone
-    layout = (RESULTS_FILE, EPOCHS_FILE, TABLE_FILE, IDENTITY_FILE, PREVIEWS_FOLDER)
+    layout = (
+        RESULTS_FILE,
+        EPOCHS_FILE,
+        TEST_IMAGES_FILE,
+        TABLE_FILE,
+        IDENTITY_FILE,
+        PREVIEWS_FOLDER,
+    )
     files = [sweep_dir / name for name in layout]
     try:
         parent_run = end_sweep(sweep_id, experiment, files, "FINISHED")
@@ -290,17 +304,20 @@ def _scheduler(study: Study, base: TrialConfig) -> ASHAScheduler | FIFOScheduler
 
 def _trial_name(study: Study, params: dict[str, Any], trial_id: str) -> str:
     label = "".join(c if c.isalnum() or c in "-_.=" else "_" for c in study.arm_label(params))
-    return f"{label}_s{params.get('seed')}_{trial_id}"
+    fold = f"_f{params[FOLD_KEY]}" if FOLD_KEY in params else ""
+    return f"{label}_s{params.get('seed')}{fold}_{trial_id}"
 
 
 def trial_identity(study: Study, result: tune.Result) -> dict[str, Any]:
-    """The columns that name a trial in every table: sweep, arm, seed, trial id, status."""
+    """The columns that name a trial in every table: sweep, arm, seed, fold, trial id, status."""
     params = result.config or {}
     last = result.metrics or {}
+    cfg = study.trial_config(params)
     return {
         "sweep": study.name,
         "arm": study.arm_label(params),
-        "seed": study.trial_config(params).seed,
+        "seed": cfg.seed,
+        "fold": cfg.data.fold,
         "trial_id": _trial_id(result),
         "status": final_status(last, errored=result.error is not None),
     }
@@ -338,14 +355,25 @@ def epochs_frame(study: Study, grid: tune.ResultGrid) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def copy_previews(grid: tune.ResultGrid, folder: Path) -> None:
-    """Each trial's last prediction preview, as `<folder>/<trial id>.npz`, for analysis."""
-    folder.mkdir(exist_ok=True)
+def collect_checkpoint_files(study: Study, grid: tune.ResultGrid, previews: Path) -> pd.DataFrame:
+    """From each trial's last checkpoint: its prediction preview, copied to
+    `<previews>/<trial id>.npz`, and its per-image test scores, returned as one frame (one row
+    per trial x test image, with the trial's identity and tested epoch)."""
+    previews.mkdir(exist_ok=True)
+    frames = []
     for result in grid:
         if result.checkpoint is None:
             continue
         with result.checkpoint.as_directory() as saved:
-            shutil.copy(Path(saved) / PREVIEW_FILE, folder / f"{_trial_id(result)}.npz")
+            shutil.copy(Path(saved) / PREVIEW_FILE, previews / f"{_trial_id(result)}.npz")
+            scores = Path(saved) / TEST_SCORES_FILE
+            if not scores.is_file():  # no test set, or the trial ended without a trained model
+                continue
+            frame = pd.read_csv(scores)
+        identity = trial_identity(study, result)
+        identity["checkpoint_epoch"] = int((result.metrics or {})["checkpoint_epoch"])
+        frames.append(pd.concat([pd.DataFrame([identity] * len(frame)), frame], axis=1))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def _trial_id(result: tune.Result) -> str:

@@ -9,6 +9,8 @@ A space file sets module-level names (all optional but one of SPACE / ARMS):
                 with `{**ARMS_A, ...}` to build an arm on another arm)
     BASELINE    the reference arm of an ablation (default: the first arm)
     SEEDS       seeds every arm / configuration runs with (default [0, 1, 2])
+    FOLDS       k >= 2: every arm and seed also runs on each of k cross-validation folds of the
+                non-test data (replicates paired across arms, like seeds; default: no folds)
     NUM_SAMPLES samples drawn from SPACE's random domains (default 1)
     THRESHOLDS  evaluation thresholds, all scored on the same predictions (eval.thresholds)
     SCHEDULER   "asha" or "none" (default: asha for a search, none for an ablation)
@@ -40,6 +42,7 @@ SETTINGS = (
     "ARMS",
     "BASELINE",
     "SEEDS",
+    "FOLDS",
     "NUM_SAMPLES",
     "THRESHOLDS",
     "SCHEDULER",
@@ -49,6 +52,7 @@ SETTINGS = (
     "RESOURCES",
 )
 ASHA_DEFAULTS = {"grace_period": 3, "reduction_factor": 2}
+FOLD_KEY = "data.fold"  # set per trial by FOLDS, like the seed by SEEDS
 MAX_CHECKED_COMBINATIONS = 5000
 
 
@@ -66,6 +70,7 @@ class Study:
     arms: dict[str, dict[str, Any]] = field(default_factory=dict)
     baseline: str | None = None
     seeds: tuple[int, ...] = (0, 1, 2)
+    folds: int = 0  # 0: one validation split per seed; k: k folds per seed
     num_samples: int = 1
     scheduler: Literal["asha", "none"] = "asha"
     asha: dict[str, int] = field(default_factory=lambda: dict(ASHA_DEFAULTS))
@@ -74,15 +79,16 @@ class Study:
     resources: dict[str, float] = field(default_factory=lambda: {"cpu": 1.0, "gpu": 0.0})
 
     def param_space(self) -> dict[str, Any]:
-        """Ray's param_space: the arm or the SPACE domains, times a grid over seeds."""
+        """Ray's param_space: the arm or the SPACE domains, times a grid over the replicates
+        (seeds, and folds with FOLDS)."""
         from ray import tune
 
+        replicates = {"seed": tune.grid_search(list(self.seeds))}
+        if self.folds:
+            replicates[FOLD_KEY] = tune.grid_search(list(range(self.folds)))
         if self.kind == "ablation":
-            return {
-                "arm": tune.grid_search(list(self.arms)),
-                "seed": tune.grid_search(list(self.seeds)),
-            }
-        return {**self.space, "seed": tune.grid_search(list(self.seeds))}
+            return {"arm": tune.grid_search(list(self.arms)), **replicates}
+        return {**self.space, **replicates}
 
     def trial_config(self, params: dict[str, Any]) -> TrialConfig:
         """The TrialConfig of one trial from the params Ray sampled for it."""
@@ -94,11 +100,10 @@ class Study:
 
     def first_params(self) -> dict[str, Any]:
         """The params of the study's first trial: its first arm, or each key's first value."""
+        replicate = {"seed": self.seeds[0]} | ({FOLD_KEY: 0} if self.folds else {})
         if self.kind == "ablation":
-            return {"arm": next(iter(self.arms)), "seed": self.seeds[0]}
-        return {key: _candidates(value)[0] for key, value in self.space.items()} | {
-            "seed": self.seeds[0]
-        }
+            return {"arm": next(iter(self.arms)), **replicate}
+        return {key: _candidates(value)[0] for key, value in self.space.items()} | replicate
 
     def arm_label(self, params: dict[str, Any]) -> str:
         """What tables and MLflow call a trial's arm: the arm name, or the sampled values."""
@@ -160,6 +165,9 @@ def _study_from(path: Path, names: dict[str, Any]) -> Study:
     for name, expected in (("BASE", dict), ("SPACE", dict), ("ARMS", dict), ("ASHA", dict)):
         if name in names and not isinstance(names[name], expected):
             problems.append(f"{name} must be a dict, got {type(names[name]).__name__}")
+    folds = names.get("FOLDS", 0)
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds == 1 or folds < 0:
+        problems.append(f"FOLDS = {folds!r}: expected an integer k >= 2 (or no FOLDS)")
     seeds = names.get("SEEDS", [0, 1, 2])
     if (
         not isinstance(seeds, (list, tuple))
@@ -189,6 +197,8 @@ def _study_from(path: Path, names: dict[str, Any]) -> Study:
     base = dict(names.get("BASE", {}))
     if "THRESHOLDS" in names:
         base["eval.thresholds"] = names["THRESHOLDS"]
+    if folds:
+        base["data.folds"] = folds
     return Study(
         path=path,
         name=str(names.get("NAME", path.stem)),
@@ -198,6 +208,7 @@ def _study_from(path: Path, names: dict[str, Any]) -> Study:
         arms={str(k): dict(v) for k, v in (arms or {}).items()},
         baseline=baseline,
         seeds=tuple(seeds),
+        folds=folds,
         num_samples=int(names.get("NUM_SAMPLES", 1)),
         scheduler=scheduler,
         asha=asha,
@@ -214,6 +225,11 @@ def validate(study: Study) -> None:
         for key in overrides:
             if key == "seed":
                 problems.append(f"{where}: 'seed' is set by SEEDS, not here")
+            elif key in ("data.fold", "data.folds"):
+                problems.append(
+                    f"{where}: {key!r} here would turn folds into arms; set FOLDS = k instead "
+                    "(every arm then runs on every fold, paired like seeds)"
+                )
             elif key not in VALID_KEYS:
                 problems.append(_config_problem(where, {key: None}))
         try:

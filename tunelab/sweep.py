@@ -42,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("space", help="search-space file, e.g. search_spaces/losses.py")
     parser.add_argument("--data", help="dataset folder (default: the synthetic dataset)")
     parser.add_argument(
+        "--test-data",
+        metavar="DIR",
+        help="an external test set, scored like the internal one (sets data.test_root; the "
+        "internal test split is then off unless data.test_fraction is set)",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -97,9 +103,12 @@ def study_from_args(args: argparse.Namespace) -> Study:
     overrides = parse_overrides(args.set)
     if args.data is not None:
         overrides["data.root"] = args.data
-    root = overrides.get("data.root", study.base.get("data.root"))
-    if root:  # trials run in Ray's own working folders: a relative path would not be found there
-        overrides["data.root"] = str(Path(str(root)).resolve())
+    if args.test_data is not None:
+        overrides["data.test_root"] = args.test_data
+    for key in ("data.root", "data.test_root"):
+        folder = overrides.get(key, study.base.get(key))
+        if folder:  # trials run in Ray's own working folders: a relative path would not be found
+            overrides[key] = str(Path(str(folder)).resolve())
     if args.max_epochs is not None:
         overrides["train.max_epochs"] = args.max_epochs
     changes: dict[str, Any] = {}

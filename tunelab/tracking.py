@@ -36,6 +36,7 @@ from ray import tune
 from analysis.figures import learning_curve, prediction_grid, save_png
 from tunelab.mlflow_store import (
     TAG_ARM,
+    TAG_FOLD,
     TAG_NODE,
     TAG_REASON,
     TAG_RETRIES,
@@ -48,9 +49,16 @@ from tunelab.mlflow_store import (
     find_runs,
 )
 from tunelab.model import UNet
-from tunelab.results import METRICS, class_names_in, error_message, final_status, trial_rows
+from tunelab.results import (
+    METRICS,
+    TEST_PREFIX,
+    class_names_in,
+    error_message,
+    final_status,
+    trial_rows,
+)
 from tunelab.space import Study
-from tunelab.trainable import DATA_REPORT_FILE, PREVIEW_FILE, load_state
+from tunelab.trainable import DATA_REPORT_FILE, PREVIEW_FILE, TEST_SCORES_FILE, load_state
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +75,8 @@ EPOCH_METRICS = (
     "startup_seconds",
 )
 CONVERGENCE_METRICS = ("trend", "streak")
+# what the last report of a trial that scored the test set adds (TestScores.to_flat)
+TEST_VALUES = ("checkpoint_epoch", "test_seconds")
 MAX_PARAMS, MAX_METRICS = 100, 1000  # MLflow's limits per log_batch call
 
 
@@ -126,12 +136,19 @@ def is_epoch_value(key: str) -> bool:
     return key in EPOCH_METRICS + CONVERGENCE_METRICS or key.startswith("val_")
 
 
+def is_test_value(key: str) -> bool:
+    """Whether a reported key is one of the test set's scores, reported once at a trial's end."""
+    return key in TEST_VALUES or key.startswith(TEST_PREFIX)
+
+
 def epoch_metrics(result: dict[str, Any]) -> dict[str, float]:
-    """The values of one epoch's report that MLflow logs."""
+    """The values of one epoch's report that MLflow logs (the test scores, at the last one)."""
     return {
         key: float(value)
         for key, value in result.items()
-        if is_epoch_value(key) and isinstance(value, (int, float)) and not isinstance(value, bool)
+        if (is_epoch_value(key) or is_test_value(key))
+        and isinstance(value, (int, float))
+        and not isinstance(value, bool)
     }
 
 
@@ -366,10 +383,12 @@ class SweepTracker(tune.Callback):
             TAG_TRIAL_ID: trial.trial_id,
             TAG_ARM: arm,
             TAG_SEED: str(cfg.seed),
+            TAG_FOLD: str(cfg.data.fold),
             TAG_STATUS: "running",
             "mlflow.parentRunId": self._parent_id,
         }
-        run_id = self._new_run(f"{arm} seed {cfg.seed}", "trial", tags)
+        fold = f" fold {cfg.data.fold}" if self.study.folds else ""
+        run_id = self._new_run(f"{arm} seed {cfg.seed}{fold}", "trial", tags)
         self._runs[trial.trial_id] = run_id  # before anything else can fail
         _log_params(self.client, run_id, cfg.to_flat())
 
@@ -466,6 +485,8 @@ class SweepTracker(tune.Callback):
             return
         with checkpoint.as_directory() as saved:
             shutil.copy(Path(saved) / DATA_REPORT_FILE, folder / DATA_REPORT_FILE)
+            if (Path(saved) / TEST_SCORES_FILE).is_file():
+                shutil.copy(Path(saved) / TEST_SCORES_FILE, folder / TEST_SCORES_FILE)
             with np.load(Path(saved) / PREVIEW_FILE, allow_pickle=False) as preview:
                 save_png(prediction_grid(preview, title), folder / "prediction_grid.png")
 
@@ -480,11 +501,13 @@ class SweepTracker(tune.Callback):
 
     @_never_fails
     def _log_model(self, run_id: str, trial: Any) -> None:
-        """The last weights as an MLflow PyTorch model, exported (pt2): a graph, not a pickle."""
+        """The tested weights (best-validation or last, as eval.checkpoint says) as an MLflow
+        PyTorch model, exported (pt2): a graph, not a pickle."""
         cfg = self.study.trial_config(trial.config)
         model = UNet(cfg.model, cfg.data.channels, cfg.out_channels)
         with trial.checkpoint.as_directory() as saved:
-            model.load_state_dict(load_state(Path(saved))["model"])
+            state = load_state(Path(saved))
+        model.load_state_dict(state["best"]["weights"] or state["model"])
         size = cfg.data.input_size
         # two images: with one, torch.export fixes the batch size to 1 (0/1 specialisation)
         example = np.zeros((2, cfg.data.channels, size, size), np.float32)

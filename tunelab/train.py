@@ -1,6 +1,13 @@
 """The one training loop: `fit(cfg)` yields an `EpochResult` per epoch, with no Ray or MLflow.
 
 The trainable, the benchmarks and the CLI (`python -m tunelab.train`) all drive this loop.
+
+Evaluation: every decision (the convergence rule, the plateau schedule, the choice of the tested
+checkpoint) sees the validation split only. The loop keeps the weights of the epoch with the
+lowest validation loss, and the epoch a trial ends on with a trained model (completed, or
+converged by the rule) also scores the test set once, with those weights (eval.checkpoint =
+"best") or the last ones. The loop, not the Ray stopper, knows that epoch: it holds the rule's
+state and max_epochs, and the stopper applies the same rule to what the trial reports.
 """
 
 from __future__ import annotations
@@ -42,9 +49,16 @@ class EpochResult:
     # the first epoch a Trainer runs: seconds from its construction (data load included) to
     # the start of training, what a trial pays before its first step
     startup_seconds: float | None = None
+    test: TestScores | None = None  # the last epoch of a completed or converged trial
 
     def to_flat(self) -> dict[str, float | int | str]:
         """One flat dict of everything, the form Ray reports and MLflow logs."""
+        flat = self._flat_without_test()
+        if self.test is not None:
+            flat.update(self.test.to_flat())
+        return flat
+
+    def _flat_without_test(self) -> dict[str, float | int | str]:
         flat: dict[str, float | int | str] = {
             "epoch": self.epoch,
             "train_loss": self.train_loss,
@@ -61,6 +75,23 @@ class EpochResult:
             flat["startup_seconds"] = self.startup_seconds
         flat.update({f"val_{name}": value for name, value in self.metrics.items()})
         return flat
+
+
+@dataclass(frozen=True)
+class TestScores:
+    """The test set's scores, by the model of `checkpoint_epoch`."""
+
+    checkpoint_epoch: int
+    metrics: dict[str, float]  # as `metrics.score` names them, plus hd95 and nsd
+    images: dict[str, list[Any]]  # one row per test image: file, case, class, primary scores
+    seconds: float  # what scoring the test set cost
+
+    def to_flat(self) -> dict[str, float | int]:
+        return {
+            "checkpoint_epoch": self.checkpoint_epoch,
+            "test_seconds": self.seconds,
+            **{f"test_{name}": value for name, value in self.metrics.items()},
+        }
 
 
 def resolve_device(cfg: TrialConfig) -> torch.device:
@@ -145,6 +176,11 @@ class Trainer:
         self.rule = ConvergenceRule.from_config(cfg.stop)  # disabled: trend only, never stops
         self.epoch = 0
         self.loss_ema: float | None = None
+        # the best-validation epoch; its weights are kept only when the test set will use them
+        self.best_epoch = 0
+        self.best_val_loss = math.inf
+        self.keep_best = cfg.eval.checkpoint == "best" and len(self.data.test) > 0
+        self.best_weights: dict[str, Tensor] | None = None
         self.val_images = self.data.val_images.to(self.device, memory_format=self.memory_format)
         self.val_masks = self.data.val_masks.to(self.device)
 
@@ -194,6 +230,11 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "rule": self.rule.state_dict(),
             "rng": torch.get_rng_state(),
+            "best": {
+                "epoch": self.best_epoch,
+                "val_loss": self.best_val_loss,
+                "weights": self.best_weights,  # None unless the test set uses them
+            },
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -206,16 +247,80 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.rule.load_state_dict(state["rule"])
         torch.set_rng_state(state["rng"])
+        best = state["best"]
+        self.best_epoch, self.best_val_loss = best["epoch"], best["val_loss"]
+        if best["weights"] is not None:
+            self.best_weights = {k: v.to(self.device) for k, v in best["weights"].items()}
 
     @torch.no_grad()
     def predict_logits(self, images: Tensor) -> Tensor:
-        """Logits (N, K, H, W) in float32 for images already on the device."""
+        """Logits (N, K, H, W) in float32 on the device, for images on any device."""
         self.model.eval()
         chunks = []
-        for start in range(0, len(images), 2 * self.cfg.train.batch_size):
+        step = 2 * self.cfg.train.batch_size
+        for start in range(0, len(images), step):
+            batch = images[start : start + step].to(self.device, memory_format=self.memory_format)
             with self._autocast():
-                chunks.append(self.model(images[start : start + 2 * self.cfg.train.batch_size]))
+                chunks.append(self._predict(batch))
         return torch.cat(chunks).float()
+
+    def _predict(self, batch: Tensor) -> Tensor:
+        """Whole images (reflect-padded by the model where needed), or with eval.tile_size
+        overlapping tiles blended by MONAI's sliding window, for images too large for memory."""
+        tile = self.cfg.eval.tile_size
+        if not tile:
+            return self.model(batch)
+        from monai.inferers import sliding_window_inference  # heavy import, only when tiling
+
+        return sliding_window_inference(
+            batch,
+            roi_size=tile,
+            sw_batch_size=self.cfg.train.batch_size,
+            predictor=self.model,
+            overlap=self.cfg.eval.tile_overlap,
+            mode="gaussian",
+        )
+
+    def _remember_if_best(self, val_loss: float) -> None:
+        """Keep the epoch (and, when the test set uses them, the weights) of the lowest
+        validation loss; ties keep the earlier epoch."""
+        if val_loss >= self.best_val_loss:
+            return
+        self.best_epoch, self.best_val_loss = self.epoch, val_loss
+        if self.keep_best:
+            self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def score_test(self) -> TestScores:
+        """Score the test set once, with the best-validation weights or the last ones."""
+        start = time.perf_counter()
+        test = self.data.test
+        if self.best_weights is not None:
+            last = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.model.load_state_dict(self.best_weights)
+            logits = self.predict_logits(test.images)
+            self.model.load_state_dict(last)
+            epoch = self.best_epoch
+        else:
+            logits = self.predict_logits(test.images)
+            epoch = self.epoch
+        masks = test.masks.to(self.device)
+        by_class, set_only = metrics.image_scores(
+            logits,
+            masks,
+            self.cfg.eval.thresholds,
+            self.cfg.eval.otsu,
+            boundary_tolerance=self.cfg.eval.boundary_tolerance,
+        )
+        classes = test.classes.to(self.device)
+        scores = metrics.summarise(by_class, set_only, classes, test.class_names)
+        per_image = {name: by_class[name].tolist() for name in metrics.IMAGE_METRICS}
+        images = {
+            "image": list(test.files),
+            "case": list(test.cases),
+            "class": [test.class_names[k] for k in test.classes.tolist()],
+            **per_image,
+        }
+        return TestScores(epoch, scores, images, time.perf_counter() - start)
 
     def preview(self) -> dict[str, np.ndarray]:
         """Input, truth and prediction of the first validation image of every tumour class.
@@ -274,6 +379,9 @@ class Trainer:
             start = time.perf_counter()
             lr = self.optimizer.param_groups[0]["lr"]
             train_loss, data_seconds = self._train_epoch()
+            if len(self.data.test):  # after the first epoch has started the loader's workers,
+                # so no worker process is forked in the middle of an import
+                metrics.import_boundary_metrics_in_background()
             if not math.isfinite(train_loss):
                 yield self._diverged(train_loss, lr, start, data_seconds)
                 return
@@ -282,6 +390,7 @@ class Trainer:
                 yield self._diverged(train_loss, lr, start, data_seconds, val_loss)
                 return
             self._step_schedule(train_loss)
+            self._remember_if_best(val_loss)
             monitored = val_loss if self.cfg.stop.monitor == "val_loss" else train_loss
             trend = self.rule.update(monitored)
             status: Status = "running"
@@ -289,6 +398,7 @@ class Trainer:
                 status = "converged"
             elif self.epoch == self.cfg.train.max_epochs:
                 status = "completed"
+            ends_trained = status != "running" and len(self.data.test) > 0
             yield EpochResult(
                 epoch=self.epoch,
                 train_loss=train_loss,
@@ -301,6 +411,7 @@ class Trainer:
                 streak=self.rule.streak,
                 status=status,
                 startup_seconds=startup,
+                test=self.score_test() if ends_trained else None,
             )
             startup = None
             if status == "converged" and self.stop_on_convergence:

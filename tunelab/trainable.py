@@ -11,18 +11,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import ray
 import torch
 from ray import tune
 
 from tunelab.space import Study
-from tunelab.train import Trainer
+from tunelab.train import TestScores, Trainer
 
 # what each checkpoint folder holds: the state to resume from, and what the driver's MLflow
 # tracker draws and logs when the trial ends (however it ends)
 CHECKPOINT_FILE = "trainer.pt"
 PREVIEW_FILE = "preview.npz"
 DATA_REPORT_FILE = "data_report.json"
+TEST_SCORES_FILE = "test_images.csv"  # the last checkpoint of a trial that scored the test set
 # what Ray's live table prints per trial: the full result (every class x threshold) is too long
 PROGRESS_METRICS = ["epoch", "train_loss", "val_loss", "val_iou", "val_dice", "trend", "status"]
 
@@ -44,12 +46,17 @@ def load_state(folder: Path) -> dict[str, Any]:
         ) from None
 
 
-def write_checkpoint(folder: Path, trainer: Trainer, data_report: str) -> None:
+def write_checkpoint(
+    folder: Path, trainer: Trainer, data_report: str, test: TestScores | None = None
+) -> None:
     """What a checkpoint folder holds: the state to resume from, one prediction preview per
-    tumour class and the data report (the driver draws and logs those when the trial ends)."""
+    tumour class, the data report and, at the end of a trial that scored the test set, its
+    per-image test scores (the driver draws and logs those when the trial ends)."""
     torch.save(trainer.state_dict(), folder / CHECKPOINT_FILE)
     np.savez_compressed(folder / PREVIEW_FILE, **trainer.preview())
     (folder / DATA_REPORT_FILE).write_text(data_report)
+    if test is not None:
+        pd.DataFrame(test.images).to_csv(folder / TEST_SCORES_FILE, index=False)
 
 
 def train_trial(params: dict[str, Any], study: Study) -> None:
@@ -67,7 +74,7 @@ def train_trial(params: dict[str, Any], study: Study) -> None:
     data_report = json.dumps(trainer.data.report.to_dict(), indent=1)
     for result in trainer.epochs():
         with tempfile.TemporaryDirectory() as folder:
-            write_checkpoint(Path(folder), trainer, data_report)
+            write_checkpoint(Path(folder), trainer, data_report, result.test)
             report = {**result.to_flat(), **identity}
             # a diverged epoch has no metrics, but Tune requires the one it optimises
             report.setdefault(study.metric, math.nan)

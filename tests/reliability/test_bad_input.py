@@ -62,12 +62,18 @@ def test_a_damaged_dataset_trains_on_what_is_usable_and_reports_the_rest(
     ],
     ids=["missing folder", "no layout", "no images"],
 )
-def test_an_unusable_dataset_stops_before_any_trial(env, write_space, make, message):
+@pytest.mark.parametrize("flag", ["--data", "--test-data"])
+def test_an_unusable_dataset_stops_before_any_trial(
+    env, write_space, sweep, capsys, make, message, flag
+):
     root = make(env / "data folder")
-    out = run_sweep(env, write_space("ARMS = {'a': {}}\nSEEDS = [0]\n"), "--data", str(root))
-    assert out.returncode == 2
-    assert out.stderr.startswith("error: cannot use the dataset") and message in out.stderr
-    assert str(root) in out.stderr and "Traceback" not in out.stderr
+    code = sweep(write_space("ARMS = {'a': {}}\nSEEDS = [0]\n"), flag, str(root))
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: cannot use the dataset") and message in err
+    if flag == "--test-data":  # the external test set's own error, named as such
+        assert "data.test_root (--test-data)" in err
+    assert str(root) in err and "Traceback" not in err
     assert not (env / "runs").exists()
 
 
@@ -77,7 +83,7 @@ def test_an_unusable_dataset_stops_before_any_trial(env, write_space, make, mess
         ("ARMS = {'a': {}\n", "syntax error"),
         ("ARMS = {'a': {'model.dropuot': 0.1}}\n", "did you mean 'model.dropout'"),
         ("ARMS = {'a': {'train.lr': 'fast'}}\n", "train.lr = 'fast' is invalid"),
-        ("ARMS = {'a': {'model.depth': 6}}\n", "divisible by 2**model.depth"),
+        ("ARMS = {'a': {'model.depth': 6}}\n", "smaller than 2**model.depth"),
         ("from ray import tune\nSPACE = {'train.loss': tune.grid_search([])}\n", "empty"),
     ],
     ids=["syntax", "unknown key", "wrong type", "impossible combination", "empty grid"],

@@ -73,8 +73,16 @@ def test_sigkilled_driver_resumes_the_same_trials(env, write_space, records):
     live = {path.parent.name for path in sweep_dir.glob("*/result.json")}
     assert live == {trial_folder(sweep_dir, trial).name for trial in killed_with}
     for trial in killed_with:  # at most the epoch in flight ran twice
-        epochs = [line["epoch"] for line in records(trial_folder(sweep_dir, trial) / "result.json")]
+        lines = records(trial_folder(sweep_dir, trial) / "result.json")
+        epochs = [line["epoch"] for line in lines]
         assert set(epochs) == {1, 2, 3, 4} and len(epochs) - len(set(epochs)) <= 1
+        # the tested model is the lowest validation loss of the whole history, before the kill
+        # included: the best epoch and its weights travelled in the checkpoint
+        val_loss: dict[int, float] = {}
+        for line in lines:
+            val_loss.setdefault(line["epoch"], line["val_loss"])
+        tested = primary.loc[primary["trial_id"] == trial, "checkpoint_epoch"].item()
+        assert tested == min(val_loss, key=val_loss.__getitem__)
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("tiny").experiment_id
     trials = [

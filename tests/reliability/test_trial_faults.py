@@ -32,39 +32,37 @@ def trial_runs(env: Path) -> dict[str, object]:
 
 
 @pytest.mark.e2e
-def test_a_trial_that_raises_is_retried_then_failed(faulty, write_space, sweep):
-    arms = {"ok": {}, "disk": {"train.lr": OSERROR_LR}}
-    space = write_space(f"ARMS = {arms!r}\nSEEDS = [0]\n")
+def test_a_trial_that_raises_or_diverges_is_recorded_and_never_averaged(faulty, write_space, sweep):
+    # one sweep, three fates: an arm that trains, one whose trial raises on every attempt, and
+    # one whose loss becomes NaN at epoch 2
+    arms = {"ok": {}, "disk": {"train.lr": OSERROR_LR}, "nan": {"train.lr": NAN_LR}}
+    space = write_space(f"ARMS = {arms!r}\nSEEDS = [0]\n", epochs=4)
     assert sweep(space, "--max-failures", "2") == 0
     results = pd.read_parquet(faulty / "runs" / "tiny" / "results.parquet")
-    status = dict(zip(results["arm"], results["status"], strict=False))
-    assert status == {"ok": "completed", "disk": "failed"}
-    disk = results[results["arm"] == "disk"].iloc[0]
+    primary = results[results["primary"]]
+    status = dict(zip(primary["arm"], primary["status"], strict=True))
+    assert status == {"ok": "completed", "disk": "failed", "nan": "diverged"}
+    table = main_table(results).set_index("arm")
+    runs = trial_runs(faulty)
+
+    # raised: retried twice (three attempts in all), then failed with the trial's own error
+    disk = primary[primary["arm"] == "disk"].iloc[0]
     assert disk["error"] == "OSError: simulated I/O error: the dataset disk is gone"
-    assert "1 failed" in main_table(results).set_index("arm").loc["disk", "statuses"]
-    run = trial_runs(faulty)["disk0"]
+    assert "1 failed" in table.loc["disk", "statuses"]
+    run = runs["disk0"]
     assert run.info.status == "FAILED" and run.data.tags["tunelab.status"] == "failed"
-    assert run.data.tags["tunelab.retries"] == "2"  # three attempts in all
+    assert run.data.tags["tunelab.retries"] == "2"
     assert "the dataset disk is gone" in run.data.tags["tunelab.reason"]
 
-
-@pytest.mark.e2e
-def test_a_nan_loss_ends_diverged_at_that_epoch_and_is_not_averaged(faulty, write_space, sweep):
-    arms = {"ok": {}, "nan": {"train.lr": NAN_LR}}
-    space = write_space(f"ARMS = {arms!r}\nSEEDS = [0, 1]\n", epochs=4)
-    assert sweep(space) == 0
-    results = pd.read_parquet(faulty / "runs" / "tiny" / "results.parquet")
+    # diverged: stopped at the epoch the loss became NaN, no scores, not in the means
     nan = results[results["arm"] == "nan"]
     assert set(nan["status"]) == {"diverged"} and set(nan["epochs"]) == {2}
-    assert nan["iou"].isna().all()
-    table = main_table(results).set_index("arm")
-    assert table.loc["nan", "n"] == 0 and table.loc["nan", "statuses"] == "2 diverged"
-    assert math.isnan(table.loc["nan", "iou_mean"]) and table.loc["ok", "n"] == 2
-    runs = trial_runs(faulty)
-    for seed in (0, 1):
-        run = runs[f"nan{seed}"]
-        assert run.info.status == "FAILED" and run.data.tags["tunelab.status"] == "diverged"
-        assert run.data.tags["tunelab.reason"] == "loss became nan at epoch 2"
+    assert nan["iou"].isna().all() and nan["test_iou"].isna().all()
+    assert table.loc["nan", "n"] == 0 and table.loc["nan", "statuses"] == "1 diverged"
+    assert math.isnan(table.loc["nan", "iou_mean"]) and table.loc["ok", "n"] == 1
+    run = runs["nan0"]
+    assert run.info.status == "FAILED" and run.data.tags["tunelab.status"] == "diverged"
+    assert run.data.tags["tunelab.reason"] == "loss became nan at epoch 2"
 
 
 class Payload:

@@ -1,7 +1,9 @@
 """`prepare(cfg)`: everything a trial needs from its data, and a report that lets a user trust it.
 
-load (cached) -> filter -> split (seeded by cfg.seed) -> normalisation stats from the training
-split -> training batches + validation tensors.
+load (cached) -> filter -> test set aside (seeded by data.test_seed) -> train / validation split
+of the rest (seeded by cfg.seed) -> normalisation stats from the training split -> training
+batches + validation and test tensors. An external test set (data.test_root) is loaded and
+filtered the same way and normalised with the training split's statistics.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from torch import Tensor
 from tunelab.config import DataConfig, TrialConfig
 from tunelab.data.augment import balance_copies
 from tunelab.data.batches import BatchSource, TrainBatches, normalize
-from tunelab.data.cache import load
+from tunelab.data.cache import LoadedDataset, load
 from tunelab.data.filters import apply_filters, foreground_fractions
-from tunelab.data.split import split_indices
+from tunelab.data.split import hold_out_test, split_indices
 
 MAX_LISTED = 20  # to_text lists at most this many skipped or filtered files
 
@@ -35,6 +37,11 @@ class DataReport:
     foreground_fraction: float  # mean fraction of non-background pixels after the filters
     train_per_class: dict[str, int]
     val_per_class: dict[str, int]
+    # the test set: the internal one's per-class counts, or the external folder's
+    test_per_class: dict[str, int]
+    test_source: str  # "internal (20% of cases, data.test_seed = 0)", the external root, "none"
+    test_skipped: list[tuple[str, str]]  # an external test set's own scan and decode skips
+    test_filtered: list[tuple[str, str]]  # an external test set's pairs dropped by the filters
     train_per_class_balanced: dict[str, int]  # with the balancing copies
     cache_path: str
     cache_hit: bool
@@ -54,6 +61,7 @@ class DataReport:
             f"  cache: {self.cache_path}",
             f"  mean foreground fraction {self.foreground_fraction:.3f}; normalisation mean "
             f"{_fmt(self.normalize_mean)} std {_fmt(self.normalize_std)}",
+            f"  test set: {self.test_source}",
             f"  {'class':<24}{'images':>8}{'train':>8}{'val':>8}{'train+copies':>14}",
         ]
         for name, count in self.images_per_class.items():
@@ -61,7 +69,14 @@ class DataReport:
                 f"  {name:<24}{count:>8}{self.train_per_class[name]:>8}"
                 f"{self.val_per_class[name]:>8}{self.train_per_class_balanced[name]:>14}"
             )
-        for title, items in (("skipped", self.skipped), ("filtered out", self.filtered)):
+        lines.append("  test: " + ", ".join(f"{k} {n}" for k, n in self.test_per_class.items()))
+        listed = (
+            ("skipped", self.skipped),
+            ("filtered out", self.filtered),
+            ("test set skipped", self.test_skipped),
+            ("test set filtered out", self.test_filtered),
+        )
+        for title, items in listed:
             lines.append(f"  {title}: {len(items)} file(s)")
             lines += [f"    {path}: {reason}" for path, reason in items[:MAX_LISTED]]
             if len(items) > MAX_LISTED:
@@ -76,25 +91,76 @@ class PreparedData:
     val_masks: Tensor  # (Nv, H, W) int64
     val_classes: Tensor  # (Nv,) int64 index into class_names
     class_names: tuple[str, ...]
+    test: TestSet  # empty (no images) when the trial has no test set
     pixel_class_frequencies: Tensor  # (K,) in the training split; binary: [background, fg]
     report: DataReport
+
+
+@dataclass(frozen=True, eq=False)
+class TestSet:
+    """Images scored once, at a trial's end, by the chosen checkpoint; no decision sees them."""
+
+    images: Tensor  # (Nt, C, H, W) float32, normalised like the training batches
+    masks: Tensor  # (Nt, H, W) int64
+    classes: Tensor  # (Nt,) int64 index into class_names
+    class_names: tuple[str, ...]  # an external test set's own tumour classes
+    files: tuple[str, ...]  # image paths, one per image
+    cases: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """The pairs of a loaded dataset that passed the filters, as plain arrays."""
+
+    images: np.ndarray  # (N, H, W, C) uint8, copied out of the memory map
+    masks: np.ndarray  # (N, H, W)
+    classes: np.ndarray  # (N,)
+    files: np.ndarray  # (N,) str
+    cases: np.ndarray  # (N,) str
+    filtered: list[tuple[str, str]]
+
+
+def _kept(data: LoadedDataset, cfg: DataConfig, what: str) -> _Kept:
+    kept, filtered = apply_filters(data, cfg)
+    if len(kept) < 2:
+        raise ValueError(
+            f"only {len(kept)} image(s) of {what} {data.root} left after the filters "
+            f"(data.min_foreground = {cfg.min_foreground}, "
+            f"data.blank_tissue_filter = {cfg.blank_tissue_filter})"
+        )
+    files = np.asarray(data.files)[kept]
+    masks = np.asarray(data.masks[kept])
+    _check_labels(masks, list(files), cfg)
+    return _Kept(
+        images=np.asarray(data.images[kept]),
+        masks=masks,
+        classes=data.classes[kept],
+        files=files,
+        cases=np.asarray(data.cases)[kept],
+        filtered=filtered,
+    )
+
+
+def load_test_root(cfg: DataConfig) -> LoadedDataset:
+    """The external test set of data.test_root, decoded like the training data (and cached)."""
+    try:
+        return load(dataclasses.replace(cfg, root=cfg.test_root))
+    except (ValueError, OSError) as error:
+        raise type(error)(f"data.test_root (--test-data) {cfg.test_root}: {error}") from None
 
 
 def prepare(cfg: TrialConfig) -> PreparedData:
     """The data of one trial; the same config always gives the same split and batches."""
     data = load(cfg.data)
-    kept, filtered = apply_filters(data, cfg.data)
-    if len(kept) < 2:
-        raise ValueError(
-            f"only {len(kept)} image(s) of {data.root} left after the filters "
-            f"(data.min_foreground = {cfg.data.min_foreground}, "
-            f"data.blank_tissue_filter = {cfg.data.blank_tissue_filter})"
-        )
-    images = np.asarray(data.images[kept])  # (N, H, W, C), copied out of the memory map
-    masks = np.asarray(data.masks[kept])  # (N, H, W)
-    classes = data.classes[kept]  # (N,)
-    _check_labels(masks, [data.files[i] for i in kept], cfg.data)
-    train, val = split_indices(classes, np.asarray(data.cases)[kept], cfg.data, cfg.seed)
+    pairs = _kept(data, cfg.data, "the dataset")
+    images, masks, classes = pairs.images, pairs.masks, pairs.classes
+    fraction = cfg.data.internal_test_fraction
+    rest, test = hold_out_test(classes, pairs.cases, fraction, cfg.data.test_seed)
+    train, val = split_indices(classes[rest], pairs.cases[rest], cfg.data, cfg.seed)
+    train, val = rest[train], rest[val]
     copies = (
         balance_copies(classes[train], cfg.data.balance_target)
         if cfg.data.balance
@@ -114,15 +180,20 @@ def prepare(cfg: TrialConfig) -> PreparedData:
         std,
     )
     per_class = functools.partial(_per_class, class_names=data.class_names)
+    test_pairs, test_names, test_source, test_skipped = _test_pairs(cfg.data, data, pairs, test)
     report = DataReport(
         root=data.root,
         layout=data.layout,
         images_per_class=per_class(data.classes),
         skipped=list(data.skipped),
-        filtered=filtered,
+        filtered=pairs.filtered,
         foreground_fraction=float(foreground_fractions(masks).mean()),
         train_per_class=per_class(classes[train]),
         val_per_class=per_class(classes[val]),
+        test_per_class=_per_class(test_pairs.classes, test_names),
+        test_source=test_source,
+        test_skipped=test_skipped,
+        test_filtered=test_pairs.filtered,
         train_per_class_balanced=per_class(
             np.concatenate([classes[train], classes[train][copies]])
         ),
@@ -138,9 +209,42 @@ def prepare(cfg: TrialConfig) -> PreparedData:
         val_masks=torch.from_numpy(masks[val]).long(),
         val_classes=torch.from_numpy(classes[val]).long(),
         class_names=data.class_names,
+        test=TestSet(
+            images=normalize(test_pairs.images.transpose(0, 3, 1, 2), mean, std),
+            masks=torch.from_numpy(test_pairs.masks).long(),
+            classes=torch.from_numpy(test_pairs.classes).long(),
+            class_names=test_names,
+            files=tuple(str(f) for f in test_pairs.files),
+            cases=tuple(str(c) for c in test_pairs.cases),
+        ),
         pixel_class_frequencies=pixel_frequencies(masks[train], max(2, cfg.out_channels)),
         report=report,
     )
+
+
+def _test_pairs(
+    cfg: DataConfig, data: LoadedDataset, pairs: _Kept, test: np.ndarray
+) -> tuple[_Kept, tuple[str, ...], str, list[tuple[str, str]]]:
+    """(test pairs, their tumour class names, where they come from, the files skipped)."""
+    if cfg.test_root:
+        external = load_test_root(cfg)
+        kept = _kept(external, cfg, "the test set")
+        return kept, external.class_names, f"external, {external.root}", list(external.skipped)
+    kept = _Kept(
+        pairs.images[test],
+        pairs.masks[test],
+        pairs.classes[test],
+        pairs.files[test],
+        pairs.cases[test],
+        [],
+    )
+    fraction = cfg.internal_test_fraction
+    source = (
+        f"internal, {fraction:g} of the cases (data.test_seed = {cfg.test_seed})"
+        if fraction
+        else "none: the tables score the validation split that also stopped the trials"
+    )
+    return kept, data.class_names, source, []
 
 
 def normalization_stats(images: np.ndarray, cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:

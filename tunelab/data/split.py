@@ -1,4 +1,9 @@
-"""Seeded train/validation splits, stratified by image class and optionally grouped by case.
+"""Seeded test / train / validation splits, stratified by image class and grouped by case.
+
+`hold_out_test` first sets the test set aside: always grouped by case, seeded by its own seed
+(data.test_seed), so it is the same images whatever the trial's seed or fold. `split_indices`
+then splits what is left into train and validation (or k folds), seeded by the trial's seed and
+grouped by case or, with data.split = "image", by image.
 
 One algorithm serves every mode: groups (cases, or single images for `split="image"`) are dealt
 into bins with target fractions (hold-out: [1 - val_fraction, val_fraction]; k-fold: k equal bins).
@@ -15,6 +20,31 @@ import numpy as np
 from tunelab.config import DataConfig
 
 
+def hold_out_test(
+    classes: np.ndarray, cases: np.ndarray | tuple[str, ...], fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(indices left for training and validation, test indices), each sorted.
+
+    About `fraction` of each class's images, in whole cases; fraction 0 gives no test set.
+    """
+    classes = np.asarray(classes)
+    everything = np.arange(len(classes))
+    if fraction == 0:
+        return everything, everything[:0]
+    _, groups = np.unique(np.asarray(cases), return_inverse=True)
+    counts = _group_counts(groups, classes)
+    targets = np.array([1.0 - fraction, fraction])
+    bins = assign_groups(counts, targets, np.random.default_rng(seed))[groups]  # (N,)
+    rest, test = np.flatnonzero(bins == 0), np.flatnonzero(bins == 1)
+    if len(rest) == 0 or len(test) == 0:
+        raise ValueError(
+            f"the test split left the {'test' if len(test) == 0 else 'training'} side empty: "
+            f"{len(classes)} images in {len(counts)} cases cannot be split with "
+            f"data.test_fraction = {fraction}; use more data or data.test_fraction = 0"
+        )
+    return rest, test
+
+
 def split_indices(
     classes: np.ndarray, cases: np.ndarray | tuple[str, ...], cfg: DataConfig, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -24,8 +54,7 @@ def split_indices(
         _, groups = np.unique(np.asarray(cases), return_inverse=True)
     else:
         groups = np.arange(len(classes))
-    counts = np.zeros((groups.max() + 1, classes.max() + 1), np.int64)  # (G, K)
-    np.add.at(counts, (groups, classes), 1)
+    counts = _group_counts(groups, classes)
     if cfg.folds >= 2:
         targets, val_bin = np.full(cfg.folds, 1.0 / cfg.folds), cfg.fold
     else:
@@ -85,3 +114,10 @@ def _seed_group(free: list[int], counts: np.ndarray, k: int, fraction: float) ->
     share = max(1.0, fraction * counts[:, k].sum())
     fitting = [g for g in free if counts[g].sum() <= share]
     return fitting[0] if fitting else min(free, key=lambda g: counts[g].sum())
+
+
+def _group_counts(groups: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """(G, K) images of each class in each group."""
+    counts = np.zeros((groups.max() + 1, classes.max() + 1), np.int64)
+    np.add.at(counts, (groups, classes), 1)
+    return counts
