@@ -2,8 +2,9 @@
 
 The model and training defaults are study A's baseline (EBHI-Seg, 64x64 greyscale, U-Net with 64
 base channels, Adam lr 1e-4, batch 32, BCE on sigmoid outputs); the evaluation defaults are study
-B's (20% of the cases held out as a test set, scored with the best-validation checkpoint). Search spaces, MLflow params and analysis columns
-all use the same dotted names (`model.dropout`), produced by `to_flat` and accepted by `from_dict`.
+B's (20% of the cases held out as a test set, scored with the best-validation checkpoint).
+Search spaces, MLflow params and analysis columns all use the same dotted names
+(`model.dropout`), produced by `to_flat` and accepted by `from_dict`.
 """
 
 from __future__ import annotations
