@@ -114,8 +114,9 @@ def build_report(
     """Every table and figure of the sweep, written to `out` (default: <sweep>/analysis).
 
     `baseline` is what the paired comparisons are against (default: the space's BASELINE);
-    `arm` is the arm of the threshold table (default: the best by mean IoU); `split` is what
-    the tables score: "test" (the default when the sweep has test scores) or "validation".
+    `arm` is the arm of the threshold table (default: the best by mean validation IoU); `split`
+    is what the tables score: "test" (the default when the sweep has test scores) or
+    "validation".
     """
     arms = tables.arm_names(sweep.results)
     for name, value in (("--baseline", baseline), ("--arm", arm)):
@@ -128,6 +129,8 @@ def build_report(
             "or none completed); use --split validation"
         )
     caption = tables.split_caption(sweep.results, split)
+    # the threshold table's arm is a choice: made on validation, never on the test set
+    arm = arm or best_arm(tables.main_table(tables.on_split(sweep.results, "validation")))
     baseline = baseline or default_baseline(sweep)
     # tables and figures list the baseline first, then the arms in the sweep's order
     sweep = dataclasses.replace(
@@ -137,7 +140,6 @@ def build_report(
     )
     results = sweep.results
     main = tables.main_table(results)
-    arm = arm or best_arm(main)
     if out is None:
         if sweep.path is None:
             raise AnalysisError("no output folder: pass out= (the sweep was not read from disk)")
@@ -151,7 +153,7 @@ def build_report(
     files: list[Path] = []
     per_class = [(f"classes_{_slug(k)}", v, f"{k} per tumour class") for k, v in classes.items()]
     sections = [
-        ("main", main, "Arms: mean ± std over the seeds each rests on (n)"),
+        ("main", main, "Arms: mean ± std over the replicates (seeds x folds) each rests on (n)"),
         ("comparison", comparison, f"Each arm minus {baseline}: {TEST_NAME}"),
         ("thresholds", thresholds, f"{arm} by decision threshold"),
         *per_class,
@@ -185,8 +187,9 @@ def _status_note(results: pd.DataFrame) -> str:
     lines = ["Not in the means (shown in the Trials column):", ""]
     for row in unscored.itertuples():
         error = getattr(row, "error", "") or ""
+        fold = f", fold {row.fold}" if getattr(row, "fold", 0) else ""
         lines.append(
-            f"- {row.arm}, seed {row.seed}: {row.status}" + (f" ({error})" if error else "")
+            f"- {row.arm}, seed {row.seed}{fold}: {row.status}" + (f" ({error})" if error else "")
         )
     return "\n".join(lines) + "\n"
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 import pandas as pd
 
 from analysis.stats import paired_comparison
-from tunelab.results import SCORED_STATUSES, TEST_PREFIX
+from tunelab.results import METRICS, SCORED_STATUSES, TEST_PREFIX
 
 SUMMARY_METRICS = ("iou", "dice", "pixel_error")
 REFERENCE_ARM = "all foreground (reference)"
@@ -57,9 +57,16 @@ def on_split(results: pd.DataFrame, split: str) -> pd.DataFrame:
         return results.drop(columns=tested)
     if split != "test":
         raise ValueError(f"split {split!r}: choose one of {', '.join(SPLITS)}")
+    # every validation score goes, also one without a test twin (a class the test set lacks)
+    validation = [c for c in results.columns if _is_score(c)]
     plain = {c: c.removeprefix(TEST_PREFIX) for c in tested}
-    validation = [c for c in plain.values() if c in results.columns]
     return results.drop(columns=validation).rename(columns=plain)
+
+
+def _is_score(column: str) -> bool:
+    """A validation score's column: `iou`, `iou/<class>`, `iou_t0.3`, `foreground_iou_all`."""
+    name = column.split("/", 1)[0]
+    return name in METRICS or name.startswith("foreground_")
 
 
 def split_caption(results: pd.DataFrame, split: str) -> str:
@@ -77,9 +84,14 @@ def split_caption(results: pd.DataFrame, split: str) -> str:
             "Validation split at each trial's last epoch; it also stopped, pruned and selected "
             "the trials, so it is optimistic (the test set is unbiased)"
         )
+    why = (
+        "no test set: data.test_fraction = 0"
+        if "0.0" in _config_values(results, "data.test_fraction")
+        else "no trial scored the test set"
+    )
     return (
         "Validation split at each trial's last epoch, the split that also stopped, pruned and "
-        "selected the trials (no test set: data.test_fraction = 0)"
+        f"selected the trials ({why})"
     )
 
 
@@ -134,7 +146,8 @@ def main_table(results: pd.DataFrame) -> pd.DataFrame:
     """Arm x (IoU, Dice, pixel error[, accuracy], time): mean and std over the scored seeds.
 
     The first row is the all-foreground prediction (study A's "Random" row), scored on each
-    seed's own validation split and averaged over seeds; multi-class results have none.
+    replicate's own split (validation, or the shared test set) and averaged over replicates;
+    multi-class results have none.
     """
     primary = primary_rows(results)
     columns = (*table_metrics(results), "time_s")

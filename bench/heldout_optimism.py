@@ -31,8 +31,8 @@ def optimism_table(results: pd.DataFrame, metric: str = "iou") -> pd.DataFrame:
         last_epoch=("epochs", "mean"),
     )
     table["optimism"] = table["validation"] - table["test"]
-    table["rank_validation"] = table["validation"].rank(ascending=False).astype(int)
-    table["rank_test"] = table["test"].rank(ascending=False).astype(int)
+    table["rank_validation"] = table["validation"].rank(ascending=False)
+    table["rank_test"] = table["test"].rank(ascending=False)
     return table.reset_index()
 
 
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(
             f"| {row.arm} | {row.n} | {row.validation:.4f} | {row.test:.4f} | "
             f"{row.optimism:+.4f} | {row.tested_epoch:.1f} / {row.last_epoch:.1f} | "
-            f"{row.rank_validation}, {row.rank_test} |"
+            f"{row.rank_validation:.0f}, {row.rank_test:.0f} |"
         )
     order_kept = list(table.sort_values("validation", ascending=False)["arm"]) == list(
         table.sort_values("test", ascending=False)["arm"]

@@ -1,5 +1,6 @@
-"""Run every (arm, seed) of a space with `train.fit` alone, no Ray: the study's table on a machine
-without Ray (a lent GPU box), and each trial's own wall time.
+"""Run every (arm, seed, fold) of an ARMS space with `train.fit` alone, no Ray: the study's
+table on a machine without Ray (a lent GPU box), and each trial's own wall time. (A SPACE
+search needs Ray's sampling: run it with `python -m tunelab.sweep`.)
 
     python bench/reproduce.py search_spaces/ebhi_table1.py --data DIR [--set K=V] \
         [--parallel 4] --out runs/ebhi_table1_gpu
@@ -24,7 +25,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tunelab.config import parse_overrides
-from tunelab.space import Study, load_study
+from tunelab.space import FOLD_KEY, Study, load_study
 
 
 def run_trial(job: tuple[Study, dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -39,7 +40,8 @@ def run_trial(job: tuple[Study, dict[str, Any]]) -> tuple[dict[str, Any], list[d
         "sweep": study.name,
         "arm": study.arm_label(params),
         "seed": cfg.seed,
-        "trial_id": f"{study.arm_label(params)}_s{cfg.seed}",
+        "fold": cfg.data.fold,
+        "trial_id": f"{study.arm_label(params)}_s{cfg.seed}_f{cfg.data.fold}",
         "status": history[-1]["status"] if history else "failed",
         "epochs": len(history),
         "time_s": time.perf_counter() - started,
@@ -69,7 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     study = load_study(args.space).with_base(overrides)
     arms = args.arms.split(",") if args.arms else list(study.arms)
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else list(study.seeds)
-    jobs = [(study, {"arm": arm, "seed": seed}) for seed in seeds for arm in arms]
+    folds = [{FOLD_KEY: fold} for fold in range(study.folds)] or [{}]
+    jobs = [
+        (study, {"arm": arm, "seed": seed, **fold})
+        for seed in seeds
+        for fold in folds
+        for arm in arms
+    ]
     out = Path(args.out)
     if args.tables_only:
         write_tables(study, out)
@@ -114,7 +122,8 @@ def write_tables(study: Study, out: Path) -> None:
     rows = []
     for summary in summaries:
         identity, last = summary["identity"], summary["last"]
-        cfg = study.trial_config({"arm": identity["arm"], "seed": identity["seed"]})
+        fold = {FOLD_KEY: identity["fold"]} if study.folds else {}
+        cfg = study.trial_config({"arm": identity["arm"], "seed": identity["seed"], **fold})
         rows += trial_rows(cfg, identity, last, class_names_in(last))
     pd.DataFrame(rows).to_parquet(out / "results.parquet", index=False)
     epochs = [json.loads(line) for line in (out / "epochs.jsonl").read_text().splitlines()]

@@ -124,8 +124,8 @@ def test_the_test_fraction_defaults_to_a_fifth_and_to_none_beside_an_external_te
     assert TrialConfig().data.internal_test_fraction == 0.2  # study B's held-out 20%
     external = TrialConfig.from_dict({"data.test_root": "/slides/hospital_b"})
     assert external.data.internal_test_fraction == 0.0
-    both = TrialConfig.from_dict({"data.test_root": "/b", "data.test_fraction": 0.1})
-    assert both.data.internal_test_fraction == 0.1
+    with pytest.raises(ValueError, match=r"data.test_fraction = 0.1 is invalid: expected 0 or"):
+        TrialConfig.from_dict({"data.test_root": "/b", "data.test_fraction": 0.1})
     study_a = TrialConfig.from_dict({"data.test_fraction": 0})
     assert study_a.data.internal_test_fraction == 0.0
     assert TrialConfig.from_dict({"data.test_fraction": None}) == TrialConfig()

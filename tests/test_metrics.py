@@ -305,6 +305,8 @@ def test_multiclass_boundary_metrics_average_the_classes_present():
     assert nsd.tolist() == [pytest.approx((1 + 18 / 28) / 2)]
     only_one = metrics.boundary_scores(squares([0]), squares([0]), 3, tolerance=2.0)
     assert [v.item() for v in only_one] == [0.0, 1.0]  # class 2 absent from both: not averaged
+    nothing = torch.zeros(1, 32, 32, dtype=torch.long)
+    assert [v.item() for v in metrics.boundary_scores(nothing, nothing, 3, 2.0)] == [0.0, 1.0]
 
 
 def test_image_scores_add_boundary_metrics_per_image_and_summarise_per_class():

@@ -108,17 +108,23 @@ def test_tables_lead_with_the_test_set_and_say_which_split_and_model():
         {"arm": "a", "seed": 1, "status": "completed", "iou": 0.8, "test_iou": 0.6},
     ]
     results = frame(rows).assign(**{"eval.checkpoint": "best", "data.test_seed": 0})
+    for column in ("dice", "pixel_error", "foreground_iou_all", "foreground_dice_all"):
+        results[f"test_{column}"] = results[column]  # every score has its test twin
     results["data.test_root"] = ""
+    results["iou/Normal"] = 0.5  # a class the test set lacks: never shown as a test score
     assert default_split(results) == "test"
     tested = main_table(on_split(results, "test")).set_index("arm")
     assert tested.loc["a", "iou_mean"] == pytest.approx(0.65)
+    assert "iou/Normal" not in on_split(results, "test")
     validated = main_table(on_split(results, "validation")).set_index("arm")
     assert validated.loc["a", "iou_mean"] == pytest.approx(0.85)
     caption = split_caption(results, "test")
     assert caption.startswith("Test set (held-out cases, data.test_seed = 0)")
     assert "best-validation epoch's model (eval.checkpoint = best)" in caption
     assert "optimistic" in split_caption(results, "validation")
-    untested = frame(rows).assign(test_iou=math.nan)
+    untested = frame(rows).assign(test_iou=math.nan, **{"data.test_fraction": 0.0})
     assert default_split(untested) == "validation"
     assert "no test set: data.test_fraction = 0" in split_caption(untested, "validation")
+    none_finished = untested.assign(**{"data.test_fraction": None})
+    assert "(no trial scored the test set)" in split_caption(none_finished, "validation")
     assert "external: /b" in split_caption(results.assign(**{"data.test_root": "/b"}), "test")

@@ -129,6 +129,8 @@ def test_thresholds_setting_feeds_eval(tmp_path):
         ("ARMS = {'a': {'data.fold': 1}}\n", r"ARMS\['a'\]: 'data.fold' here would turn folds"),
         ("SPACE = {'data.folds': 5}\n", r"SPACE: 'data.folds' here .* set FOLDS = k instead"),
         ("SPACE = {}\nFOLDS = 1\n", r"FOLDS = 1: expected an integer k >= 2"),
+        ("ARMS = {'a': {'data.test_seed': 3}}\n", r"'data.test_seed' here would test arms on"),
+        ("SPACE = {}\nMETRIC = 'test_iou'\n", r"METRIC = 'test_iou': decisions are made on"),
         ("SPACE = {}\nSEED = [1]\n", r"unknown setting SEED; did you mean SEEDS\?"),
         ("SPACE = {}\nSEEDS = []\n", r"SEEDS = \[\]: expected a non-empty list of integers"),
         (

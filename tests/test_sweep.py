@@ -85,26 +85,28 @@ def test_search_with_asha_prunes_and_labels_arms(env, write_space, sweep):
     assert run.info.status == "FINISHED" and run.data.tags[TAG_STATUS] == "pruned"
 
 
-def test_stopper_applies_the_rule_to_reported_values():
-    stopper = ConvergenceStopper(patience=5, min_epochs=10)
-    assert not stopper("t", {"epoch": 15, "streak": 5})  # needs more than `patience`
-    assert stopper("t", {"epoch": 15, "streak": 6})
-    assert not stopper("t", {"epoch": 10, "streak": 9})  # never before min_epochs + 1
-    assert not stopper("t", {"epoch": 3})  # before the window fills nothing is reported
+def test_stopper_ends_a_trial_where_its_own_rule_fired():
+    stopper = ConvergenceStopper()
+    assert stopper("t", {"epoch": 15, "streak": 6, "status": "converged"})
+    assert not stopper("t", {"epoch": 15, "streak": 6, "status": "running"})
+    assert not stopper("t", {"epoch": 3})
     assert not stopper.stop_all()
 
 
 def test_convergence_stopper_ends_trials_as_converged(env, write_space, sweep):
+    # the rule's settings of one arm (not the base) decide, and the converged epoch is the one
+    # that scores the test set; the other arm's rule is off and runs to max epochs
     space = write_space(
-        "ARMS = {'baseline': {'stop.window': 3, 'stop.patience': 0, 'stop.min_epochs': 0,"
-        " 'stop.threshold': 100.0}}\nSEEDS = [0]\n",
-        epochs=8,
+        "ARMS = {'fast': {'stop.window': 3, 'stop.patience': 0, 'stop.min_epochs': 0,"
+        " 'stop.threshold': 100.0}, 'off': {'stop.enabled': False}}\nSEEDS = [0]\n",
+        epochs=5,
     )
-    # the stopper is built from the base config, so the rule's settings go there too
-    code = sweep(space, "--set", "stop.patience=0", "--set", "stop.min_epochs=0")
-    assert code == 0
+    assert sweep(space) == 0
     results = pd.read_parquet(env / "runs" / "tiny" / "results.parquet")
-    assert set(results["status"]) == {"converged"} and set(results["epochs"]) == {3}
+    primary = results[results["primary"]].set_index("arm")
+    assert primary.loc["fast", "status"] == "converged" and primary.loc["fast", "epochs"] == 3
+    assert primary.loc["off", "status"] == "completed" and primary.loc["off", "epochs"] == 5
+    assert primary["test_iou"].notna().all()
 
 
 def _finished_trials(sweep_dir: Path, records) -> dict[str, list[dict]]:

@@ -11,6 +11,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from tunelab import sweep as sweep_cli
 from tunelab.runner import SetupError, _check_fits, _resources, _scheduler, _trainable
+from tunelab.space import SpaceError
 from tunelab.sweep import SweepOptions, build_parser, study_from_args
 
 SPACE = """from ray import tune
@@ -62,8 +63,8 @@ def test_test_data_is_every_trial_s_absolute_test_root_and_turns_the_internal_sp
     first = study.trial_config(study.first_params())
     assert first.data.test_root == str(space.parent / "hospital_b")
     assert first.data.internal_test_fraction == 0.0
-    both = study_for(space, "--test-data", "b", "--set", "data.test_fraction=0.1")
-    assert both.trial_config(both.first_params()).data.internal_test_fraction == 0.1
+    with pytest.raises(SpaceError, match="one test set per sweep"):
+        study_for(space, "--test-data", "b", "--set", "data.test_fraction=0.1")
     plain = study_for(space)
     assert plain.trial_config(plain.first_params()).data.internal_test_fraction == 0.2
 

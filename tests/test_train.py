@@ -151,6 +151,7 @@ def test_cli_prints_a_line_per_epoch(cache, capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert out.count("epoch ") >= 2 and "completed" in out and "Adenocarcinoma" in out
+    assert re.search(r"^test set \(7 images, model of epoch [12]\):  iou 0\.\d{4}", out, re.M)
 
 
 def test_cli_rejects_bad_override(capsys):

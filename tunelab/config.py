@@ -67,6 +67,13 @@ class DataConfig:
         _check_range(self, "val_fraction", 0.0, 1.0, low_open=True, high_open=True)
         if self.test_fraction is not None:
             _check_range(self, "test_fraction", 0.0, 1.0, high_open=True)
+        if self.test_root and self.test_fraction:
+            _fail(
+                "data.test_fraction",
+                self.test_fraction,
+                "0 or None with data.test_root: one test set per sweep (cases held out for an "
+                "internal one would be neither trained on nor scored)",
+            )
         _check_range(self, "min_foreground", 0.0, 1.0, high_open=True)
         _check_min(self, "input_size", 8)
         _check_min(self, "synthetic_images", 12)
@@ -86,9 +93,9 @@ class DataConfig:
     @property
     def internal_test_fraction(self) -> float:
         """The share of cases in the internal test set, with test_fraction's default resolved."""
-        if self.test_fraction is not None:
-            return self.test_fraction
-        return 0.0 if self.test_root else DEFAULT_TEST_FRACTION
+        if self.test_root:
+            return 0.0
+        return DEFAULT_TEST_FRACTION if self.test_fraction is None else self.test_fraction
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ pinned to the window's first and last losses and least-squares fitted to the poi
 is divided by the window's mean absolute loss, so it is a relative change per epoch (-0.01: the
 loss still falls by about 1% of its level per epoch) and the same for any loss scale.
 `trend_index` and `has_converged` are the pure pieces; `ConvergenceRule` keeps one trial's state
-in the training loop, and `tunelab.stopper.ConvergenceStopper` applies the same decision in Ray.
+in the training loop, and `tunelab.stopper.ConvergenceStopper` ends a Ray trial where it fired.
 """
 
 from __future__ import annotations

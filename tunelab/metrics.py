@@ -257,7 +257,8 @@ def boundary_scores(
     distances between the boundary pixels; NSD counts boundary within `tolerance`, inclusive).
     Empty masks, where MONAI returns NaN: both empty is perfect (HD95 0, NSD 1), like IoU's 1.0;
     exactly one empty is the worst case (HD95 = the image diagonal, NSD 0). Multi-class images
-    average over the foreground classes present in the target or the prediction.
+    average over the foreground classes present in the target or the prediction (none present:
+    perfect, as above).
     """
     from monai.metrics import compute_hausdorff_distance, compute_surface_dice
 
@@ -277,7 +278,10 @@ def boundary_scores(
     if num_classes == 1:
         return hd95[:, 0], nsd[:, 0]
     present = ~both_empty
-    return hd95.where(present, math.nan).nanmean(1), nsd.where(present, math.nan).nanmean(1)
+    # an image with no foreground class in either mask is perfect, as a binary empty pair is
+    hd95 = hd95.where(present, math.nan).nanmean(1).nan_to_num(0.0)
+    nsd = nsd.where(present, math.nan).nanmean(1).nan_to_num(1.0)
+    return hd95, nsd
 
 
 def _binary_columns(

@@ -25,7 +25,8 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from analysis.tables import default_split, format_markdown, main_table, on_split, split_caption
 from tunelab.config import TrialConfig
 from tunelab.data import load
-from tunelab.data.dataset import load_test_root
+from tunelab.data.dataset import check_test_root
+from tunelab.metrics import IMAGE_METRICS
 from tunelab.results import (
     EPOCHS_FILE,
     IDENTITY_FILE,
@@ -82,8 +83,8 @@ def run_sweep(study: Study, options: SweepOptions) -> str:
     base = study.trial_config(study.first_params())  # the base alone may be incomplete
     try:  # decode (or generate) the data once, here, rather than in every trial at once
         load(base.data)
-        if base.data.test_root:
-            load_test_root(base.data)
+        if base.data.test_root:  # decoded, filtered and checked as every trial will
+            check_test_root(base.data)
     except (ValueError, OSError) as error:  # before Ray starts: a bad folder costs nothing
         raise SetupError(f"cannot use the dataset: {error}") from None
     sweep_dir = Path(options.storage) / study.name
@@ -258,7 +259,8 @@ def _tuner(
         # no param_space: with it, Ray would start every trial anew when its state is unreadable
         return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
     scheduler = _scheduler(study, base)
-    stopper = ConvergenceStopper.from_config(base.stop) if base.stop.enabled else None
+    # stops a trial at the epoch its own rule fires (a disabled rule never does)
+    stopper = ConvergenceStopper()
     return tune.Tuner(
         trainable,
         param_space=study.param_space(),
@@ -294,10 +296,11 @@ def _trainable(study: Study, options: SweepOptions) -> Any:
 def _scheduler(study: Study, base: TrialConfig) -> ASHAScheduler | FIFOScheduler:
     if study.scheduler == "none":
         return FIFOScheduler()
+    max_epochs = study.largest("train.max_epochs", base.train.max_epochs)
     return ASHAScheduler(
         time_attr="epoch",
-        max_t=base.train.max_epochs,
-        grace_period=min(study.asha["grace_period"], base.train.max_epochs),  # short runs
+        max_t=max_epochs,  # the longest trial's: ASHA must not cut any trial short at max_t
+        grace_period=min(study.asha["grace_period"], max_epochs),  # short runs
         reduction_factor=study.asha["reduction_factor"],
     )
 
@@ -308,19 +311,25 @@ def _trial_name(study: Study, params: dict[str, Any], trial_id: str) -> str:
     return f"{label}_s{params.get('seed')}{fold}_{trial_id}"
 
 
+IDENTITY_COLUMNS = ("sweep", "arm", "seed", "fold", "trial_id", "status")
+TEST_IMAGE_COLUMNS = ("image", "case", "class", *IMAGE_METRICS)
+
+
 def trial_identity(study: Study, result: tune.Result) -> dict[str, Any]:
     """The columns that name a trial in every table: sweep, arm, seed, fold, trial id, status."""
     params = result.config or {}
     last = result.metrics or {}
     cfg = study.trial_config(params)
-    return {
-        "sweep": study.name,
-        "arm": study.arm_label(params),
-        "seed": cfg.seed,
-        "fold": cfg.data.fold,
-        "trial_id": _trial_id(result),
-        "status": final_status(last, errored=result.error is not None),
-    }
+    status = final_status(last, errored=result.error is not None)
+    values = (
+        study.name,
+        study.arm_label(params),
+        cfg.seed,
+        cfg.data.fold,
+        _trial_id(result),
+        status,
+    )
+    return dict(zip(IDENTITY_COLUMNS, values, strict=True))
 
 
 def results_frame(study: Study, grid: tune.ResultGrid) -> pd.DataFrame:
@@ -369,11 +378,16 @@ def collect_checkpoint_files(study: Study, grid: tune.ResultGrid, previews: Path
             scores = Path(saved) / TEST_SCORES_FILE
             if not scores.is_file():  # no test set, or the trial ended without a trained model
                 continue
-            frame = pd.read_csv(scores)
+            # names stay text: a case "0012" or a class "NA" must not become a number or NaN
+            text = dict.fromkeys(("image", "case", "class"), str)
+            frame = pd.read_csv(scores, dtype=text, keep_default_na=False)
         identity = trial_identity(study, result)
-        identity["checkpoint_epoch"] = int((result.metrics or {})["checkpoint_epoch"])
+        identity["checkpoint_epoch"] = (result.metrics or {}).get("checkpoint_epoch")
         frames.append(pd.concat([pd.DataFrame([identity] * len(frame)), frame], axis=1))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if not frames:  # no trial scored a test set: the same columns, no rows
+        columns = [*IDENTITY_COLUMNS, "checkpoint_epoch", *TEST_IMAGE_COLUMNS]
+        return pd.DataFrame(columns=columns)
+    return pd.concat(frames, ignore_index=True)
 
 
 def _trial_id(result: tune.Result) -> str:

@@ -112,6 +112,15 @@ class Study:
         values = [f"{key.rpartition('.')[2]}={params[key]}" for key in self.space if key in params]
         return ",".join(values) or "base"
 
+    def largest(self, key: str, base_value: float) -> float:
+        """The largest value `key` takes in any arm or in SPACE (bounds of continuous domains),
+        or base_value where none sets it."""
+        values = [base_value]
+        for _, overrides in _override_sets(self):
+            if key in overrides:
+                values += _candidates(overrides[key])
+        return max(values)
+
     def with_base(self, overrides: dict[str, Any]) -> Study:
         """The same study with extra base overrides (from the CLI), validated again."""
         study = dataclasses.replace(self, base={**self.base, **overrides})
@@ -178,6 +187,12 @@ def _study_from(path: Path, names: dict[str, Any]) -> Study:
     scheduler = names.get("SCHEDULER", "none" if kind == "ablation" else "asha")
     if scheduler not in ("asha", "none"):
         problems.append(f"SCHEDULER = {scheduler!r}: choose 'asha' or 'none'")
+    metric = str(names.get("METRIC", "val_iou"))
+    if metric.startswith("test_") or metric in ("checkpoint_epoch", "test_seconds"):
+        problems.append(
+            f"METRIC = {metric!r}: decisions are made on validation metrics (val_*), never on "
+            "the test set"
+        )
     mode = names.get("MODE", "max")
     if mode not in ("max", "min"):
         problems.append(f"MODE = {mode!r}: choose 'max' or 'min'")
@@ -212,7 +227,7 @@ def _study_from(path: Path, names: dict[str, Any]) -> Study:
         num_samples=int(names.get("NUM_SAMPLES", 1)),
         scheduler=scheduler,
         asha=asha,
-        metric=str(names.get("METRIC", "val_iou")),
+        metric=metric,
         mode=mode,
         resources={k: float(v) for k, v in resources.items()},
     )
@@ -225,6 +240,11 @@ def validate(study: Study) -> None:
         for key in overrides:
             if key == "seed":
                 problems.append(f"{where}: 'seed' is set by SEEDS, not here")
+            elif key in ("data.test_fraction", "data.test_seed", "data.test_root"):
+                problems.append(
+                    f"{where}: {key!r} here would test arms on different images; set it in "
+                    "BASE (or --set / --test-data), so every trial has the same test set"
+                )
             elif key in ("data.fold", "data.folds"):
                 problems.append(
                     f"{where}: {key!r} here would turn folds into arms; set FOLDS = k instead "

@@ -44,8 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--test-data",
         metavar="DIR",
-        help="an external test set, scored like the internal one (sets data.test_root; the "
-        "internal test split is then off unless data.test_fraction is set)",
+        help="an external test set, scored like the internal one, which is then off "
+        "(sets data.test_root)",
     )
     parser.add_argument(
         "--set",

@@ -181,6 +181,7 @@ class Trainer:
         self.best_val_loss = math.inf
         self.keep_best = cfg.eval.checkpoint == "best" and len(self.data.test) > 0
         self.best_weights: dict[str, Tensor] | None = None
+        self.tested = False
         self.val_images = self.data.val_images.to(self.device, memory_format=self.memory_format)
         self.val_masks = self.data.val_masks.to(self.device)
 
@@ -247,7 +248,8 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.rule.load_state_dict(state["rule"])
         torch.set_rng_state(state["rng"])
-        best = state["best"]
+        # a checkpoint from before held-out evaluation has no best epoch: start tracking anew
+        best = state.get("best") or {"epoch": 0, "val_loss": math.inf, "weights": None}
         self.best_epoch, self.best_val_loss = best["epoch"], best["val_loss"]
         if best["weights"] is not None:
             self.best_weights = {k: v.to(self.device) for k, v in best["weights"].items()}
@@ -398,7 +400,9 @@ class Trainer:
                 status = "converged"
             elif self.epoch == self.cfg.train.max_epochs:
                 status = "completed"
-            ends_trained = status != "running" and len(self.data.test) > 0
+            # once: a loop that goes on after converging (no stopper) does not test again
+            ends_trained = status != "running" and len(self.data.test) > 0 and not self.tested
+            self.tested = self.tested or ends_trained
             yield EpochResult(
                 epoch=self.epoch,
                 train_loss=train_loss,
@@ -474,6 +478,13 @@ def main(argv: list[str] | None = None) -> int:
             f"dice {result.metrics.get('dice', math.nan):.4f}  trend {trend}  "
             f"{result.epoch_seconds:.1f}s  {result.status}",
             flush=True,
+        )
+    if result.test is not None:
+        scores = result.test.metrics
+        print(
+            f"test set ({len(result.test.images['image'])} images, model of epoch "
+            f"{result.test.checkpoint_epoch}):  iou {scores['iou']:.4f}  dice {scores['dice']:.4f}"
+            f"  hd95 {scores['hd95']:.2f}  nsd {scores['nsd']:.4f}"
         )
     return 0 if result.status != "diverged" else 1
 

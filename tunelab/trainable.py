@@ -64,7 +64,8 @@ def train_trial(params: dict[str, Any], study: Study) -> None:
     # Ray logs every checkpoint at INFO; one line per epoch per trial drowns the live table
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     cfg = study.trial_config(params)
-    # Ray's ConvergenceStopper makes the stopping decision, so the sweep can switch it off
+    # the trial reports "converged" and Ray's ConvergenceStopper ends it there, so Ray knows
+    # why it stopped (the loop would otherwise just return, as a completed trial does)
     trainer = Trainer(cfg, stop_on_convergence=False)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:

@@ -152,6 +152,12 @@ def load_test_root(cfg: DataConfig) -> LoadedDataset:
         raise type(error)(f"data.test_root (--test-data) {cfg.test_root}: {error}") from None
 
 
+def check_test_root(cfg: DataConfig) -> None:
+    """Raise what a trial would raise on data.test_root: unusable folder, nothing left after
+    the filters, labels out of range."""
+    _kept(load_test_root(cfg), cfg, "the test set")
+
+
 def prepare(cfg: TrialConfig) -> PreparedData:
     """The data of one trial; the same config always gives the same split and batches."""
     data = load(cfg.data)
