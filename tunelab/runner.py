@@ -269,6 +269,9 @@ def _tuner(
             mode=study.mode,
             scheduler=scheduler,
             num_samples=study.num_samples,
+            # a finished trial's worker process runs the next trial: torch, tunelab and MONAI
+            # are imported once per worker, not once per trial (BENCHMARKS.md, main job)
+            reuse_actors=True,
             trial_name_creator=lambda trial: _trial_name(study, trial.config, trial.trial_id),
             trial_dirname_creator=lambda trial: _trial_name(study, trial.config, trial.trial_id),
         ),
