@@ -2,7 +2,8 @@
 
 Prints the report (Markdown), writes CSV, LaTeX and PNG files to --out (default: the sweep
 folder's `analysis/`), and logs them to the sweep's parent run in MLflow. Exit status 2 for input
-it cannot use, with a message that says why.
+it cannot use, 1 when the report was written but MLflow did not take it, each with a message
+that says why.
 """
 
 from __future__ import annotations
@@ -55,8 +56,14 @@ def main(argv: list[str] | None = None) -> int:
         try:
             run_id = log_report(report, sweep, uri)
             print(f"logged to MLflow run {run_id} ({uri}), artifacts analysis/")
-        except Exception as error:  # the report is on disk; MLflow is a copy
-            print(f"warning: not logged to MLflow: {error}", file=sys.stderr)
+        except Exception as error:  # the report is on disk, but the MLflow copy is not whole
+            print(
+                f"error: the report is in {report.files[0].parent}, but MLflow ({uri}) lacks "
+                f"some or all of its {len(report.files)} files under analysis/: {error}. "
+                "Run again when MLflow answers, or add --no-mlflow",
+                file=sys.stderr,
+            )
+            return 1
     return 0
 
 

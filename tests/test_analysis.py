@@ -135,6 +135,18 @@ def test_cli_split_test_without_test_scores_says_so(tmp_path: Path, capsys) -> N
     assert "Scores: Validation split" in capsys.readouterr().out
 
 
+def test_cli_exits_1_when_mlflow_does_not_take_the_report(
+    tmp_path: Path, closed_port, capsys, monkeypatch
+):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # MLflow's retries take minutes
+    folder = write_sweep_folder(tmp_path / "sweep", {"experiment": "x", "sweep_id": "abc"})
+    uri = f"http://127.0.0.1:{closed_port}"
+    assert analysis_main([str(folder), "--mlflow-uri", uri]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: the report is in {folder / 'analysis'}, but MLflow ({uri})")
+    assert (folder / "analysis" / "report.md").is_file()  # what was written stays
+
+
 def test_cli_neither_folder_nor_store_creates_nothing(tmp_path: Path, capsys) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert analysis_main(["runs/typo", "--mlflow-uri", uri]) == 2

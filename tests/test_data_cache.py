@@ -9,6 +9,8 @@ from PIL import Image
 from tunelab.config import DataConfig
 from tunelab.data import load
 from tunelab.data.cache import _write_entry, cache_dir
+from tunelab.data.publish import FOLDER_MODE, publish
+from tunelab.data.synthetic import ensure_synthetic
 
 
 @pytest.fixture
@@ -160,3 +162,30 @@ def test_concurrent_loads_agree_and_a_lost_write_race_is_harmless(make_png_datas
     )
     assert load(cfg(root)).cache_hit  # the late writer left the winner's entry alone
     assert [p.name for p in entry.parent.iterdir()] == [entry.name]  # no temp folders left
+
+
+def test_publish_is_all_or_nothing_with_one_permission_rule(tmp_path):
+    final = tmp_path / "entry"
+    publish(final, lambda folder: (folder / "a.txt").write_text("complete"))
+    assert (final / "a.txt").read_text() == "complete"
+    assert final.stat().st_mode & 0o777 == FOLDER_MODE == 0o755  # other users can read a cache
+    assert [p.name for p in tmp_path.iterdir()] == ["entry"]  # no temporary folder left
+
+    def crash(folder):
+        (folder / "half.txt").write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        publish(tmp_path / "broken", crash)
+    assert [p.name for p in tmp_path.iterdir()] == ["entry"]  # nothing half-written is visible
+
+    publish(final, lambda folder: (folder / "b.txt").write_text("the loser's copy"))
+    assert sorted(p.name for p in final.iterdir()) == ["a.txt"]  # the winner's entry stays
+    assert [p.name for p in tmp_path.iterdir()] == ["entry"]
+
+
+def test_both_cache_writers_publish_readable_folders(tmp_path):
+    root = ensure_synthetic(tmp_path / "cache", 12, size=32)
+    loaded = load(DataConfig(cache_dir=str(tmp_path / "cache"), synthetic_images=12))
+    for folder in (root, Path(loaded.cache_path)):
+        assert folder.stat().st_mode & 0o777 == 0o755, folder

@@ -30,6 +30,12 @@ def test_all_study_axes_are_shipped():
     assert {"ebhi_table1", "crc_losses"} <= names
 
 
+def test_every_shipped_space_is_in_readme():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    shipped = readme.split("Shipped studies:", 1)[1].split("\n\n", 1)[0]
+    assert [p.name for p in SPACES if f"`{p.name}`" not in shipped] == []
+
+
 def test_ebhi_table1_is_study_a():
     study = load_study(Path("search_spaces/ebhi_table1.py"))
     assert study.kind == "ablation" and study.scheduler == "none"
@@ -37,6 +43,8 @@ def test_ebhi_table1_is_study_a():
     assert study.seeds == (0, 1, 2) and study.baseline == "baseline"
     dropout = study.trial_config({"arm": "dropout", "seed": 1})
     assert dropout.data.balance and dropout.model.dropout > 0 and dropout.seed == 1
+    # study A's protocol: no separate test set, the last epoch's model
+    assert dropout.data.internal_test_fraction == 0 and dropout.eval.checkpoint == "last"
     assert study.trial_config({"arm": "bce_logits", "seed": 0}).train.loss == "bce_logits"
 
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +24,7 @@ import numpy as np
 from tunelab.config import DataConfig
 from tunelab.data.decode import DecodeError, decode_pair
 from tunelab.data.errors import unwritable_cache
+from tunelab.data.publish import publish
 from tunelab.data.scan import Pair, ScanResult, scan
 from tunelab.data.synthetic import ensure_synthetic
 
@@ -171,20 +170,14 @@ def _decode_all(
 
 
 def _write_entry(entry: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-    tmp = None
-    try:
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
-        tmp.chmod(0o755)  # mkdtemp's 0o700 would hide a shared cache from other users
+    def write(folder: Path) -> None:
         for name in ARRAY_NAMES:
-            np.save(tmp / f"{name}.npy", arrays[name])
-        (tmp / "meta.json").write_text(json.dumps(meta))
-        tmp.rename(entry)
+            np.save(folder / f"{name}.npy", arrays[name])
+        (folder / "meta.json").write_text(json.dumps(meta))
+
+    try:
+        publish(entry, write)  # a trial racing another for the same entry uses the winner's
     except OSError as error:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-        if entry.is_dir():
-            return  # another trial wrote the same entry first: use theirs
         raise unwritable_cache(entry.parent, error) from error
 
 

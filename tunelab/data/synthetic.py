@@ -15,9 +15,6 @@ Labels: binary task -> 0 / 255 (gland); multiclass (study B's background / tissu
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -28,6 +25,7 @@ from PIL import Image
 
 from tunelab.config import Task
 from tunelab.data.errors import unwritable_cache
+from tunelab.data.publish import publish
 
 VERSION = 1  # bump whenever the rendered pixels change, so cached copies are regenerated
 CLASS_NAMES: tuple[str, ...] = (
@@ -352,26 +350,16 @@ def ensure_synthetic(
 ) -> Path:
     """Generate once into cache_dir and return the dataset's path; safe under concurrent callers.
 
-    Each caller renders into its own temporary sibling and renames it into place; rename is atomic,
-    so a directory under the final name is always complete. A caller that loses the race discards
-    its copy and uses the winner's.
+    Each caller renders into its own temporary folder, published atomically
+    (`tunelab.data.publish`): a folder under the final name is always complete, and a caller
+    that loses the race uses the winner's.
     """
     cache_dir = Path(cache_dir)
     final = cache_dir / f"synthetic-{task}-{n_images}-{size}-s{seed}-v{VERSION}"
     if final.is_dir():
         return final
     try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=cache_dir))
+        publish(final, lambda folder: generate(folder, n_images, seed, size, task))
     except OSError as error:
         raise unwritable_cache(cache_dir, error) from error
-    try:
-        generate(tmp, n_images, seed, size, task)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not final.is_dir():  # not a lost race: a real failure
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return final
