@@ -7,7 +7,8 @@ checkpoint) sees the validation split only. The loop keeps the weights of the ep
 lowest validation loss, and the epoch a trial ends on with a trained model (completed, or
 converged by the rule) also scores the test set once, with those weights (eval.checkpoint =
 "best") or the last ones. The loop, not the Ray stopper, knows that epoch: it holds the rule's
-state and max_epochs, and the stopper applies the same rule to what the trial reports.
+state and max_epochs, reports "converged" when the rule fires, and the stopper ends the trial
+there.
 """
 
 from __future__ import annotations
