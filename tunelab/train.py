@@ -54,12 +54,6 @@ class EpochResult:
 
     def to_flat(self) -> dict[str, float | int | str]:
         """One flat dict of everything, the form Ray reports and MLflow logs."""
-        flat = self._flat_without_test()
-        if self.test is not None:
-            flat.update(self.test.to_flat())
-        return flat
-
-    def _flat_without_test(self) -> dict[str, float | int | str]:
         flat: dict[str, float | int | str] = {
             "epoch": self.epoch,
             "train_loss": self.train_loss,
@@ -75,6 +69,8 @@ class EpochResult:
         if self.startup_seconds is not None:
             flat["startup_seconds"] = self.startup_seconds
         flat.update({f"val_{name}": value for name, value in self.metrics.items()})
+        if self.test is not None:
+            flat.update(self.test.to_flat())
         return flat
 
 
