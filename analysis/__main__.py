@@ -14,7 +14,7 @@ from pathlib import Path
 
 from analysis.mlflow_sweep import load_mlflow_sweep, log_report
 from analysis.report import AnalysisError, build_report, load_sweep
-from tunelab.mlflow_store import tracking_uri
+from tunelab.tracking.store import tracking_uri
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,8 +7,8 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from analysis.report import REPORT_FOLDER, AnalysisError, Report, Sweep, load_sweep
-from tunelab.mlflow_store import TAG_SWEEP_ID, latest_sweep
 from tunelab.results import RESULTS_FILE
+from tunelab.tracking.layout import TAG_SWEEP_ID, latest_sweep
 
 
 def load_mlflow_sweep(

@@ -18,9 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from analysis import figures, tables
 from analysis.stats import TEST_NAME
+from tunelab import summary
 from tunelab.results import (
     EPOCHS_FILE,
     IDENTITY_FILE,
@@ -28,6 +30,7 @@ from tunelab.results import (
     RESULTS_FILE,
     SCORED_STATUSES,
 )
+from tunelab.tracking.figures import prediction_grid, save_png
 
 REPORT_FOLDER = "analysis"  # inside the sweep folder, and the artifact path in MLflow
 
@@ -96,7 +99,7 @@ def default_baseline(sweep: Sweep) -> str:
 def best_arm(main: pd.DataFrame, metric: str = "iou") -> str:
     """The arm of `main_table` with the best mean metric over scored seeds (pixel error:
     lowest); the first arm when none has a score."""
-    _, arms = tables.split_reference(main)
+    _, arms = summary.split_reference(main)
     scored = arms.dropna(subset=[f"{metric}_mean"])
     if scored.empty:
         return str(arms["arm"].iloc[0])
@@ -122,24 +125,24 @@ def build_report(
     for name, value in (("--baseline", baseline), ("--arm", arm)):
         if value is not None and value not in arms:
             raise AnalysisError(f"{name} {value!r} is not an arm of this sweep; arms: {arms}")
-    split = split or tables.default_split(sweep.results)
-    if split == "test" and not tables.has_test_scores(sweep.results):
+    split = split or summary.default_split(sweep.results)
+    if split == "test" and not summary.has_test_scores(sweep.results):
         raise AnalysisError(
             "--split test: no trial of this sweep scored a test set (data.test_fraction = 0, "
             "or none completed); use --split validation"
         )
-    caption = tables.split_caption(sweep.results, split)
+    caption = summary.split_caption(sweep.results, split)
     # the threshold table's arm is a choice: made on validation, never on the test set
-    arm = arm or best_arm(tables.main_table(tables.on_split(sweep.results, "validation")))
+    arm = arm or best_arm(summary.main_table(summary.on_split(sweep.results, "validation")))
     baseline = baseline or default_baseline(sweep)
     # tables and figures list the baseline first, then the arms in the sweep's order
     sweep = dataclasses.replace(
         sweep,
-        results=tables.on_split(_baseline_first(sweep.results, baseline), split),
+        results=summary.on_split(_baseline_first(sweep.results, baseline), split),
         epochs=_baseline_first(sweep.epochs, baseline),
     )
     results = sweep.results
-    main = tables.main_table(results)
+    main = summary.main_table(results)
     if out is None:
         if sweep.path is None:
             raise AnalysisError("no output folder: pass out= (the sweep was not read from disk)")
@@ -164,7 +167,7 @@ def build_report(
         latex_caption = f"{title}. {caption}."
         (out / f"{stem}.tex").write_text(tables.format_latex(frame, caption=latex_caption))
         files += [out / f"{stem}.csv", out / f"{stem}.tex"]
-        markdown.append(f"## {title}\n\n{tables.format_markdown(frame)}\n")
+        markdown.append(f"## {title}\n\n{summary.format_markdown(frame)}\n")
     markdown.append(_status_note(results))
     files += _figures(sweep, main, out)
     text = "\n".join(markdown)
@@ -180,7 +183,7 @@ def _baseline_first(frame: pd.DataFrame, baseline: str) -> pd.DataFrame:
 
 
 def _status_note(results: pd.DataFrame) -> str:
-    primary = tables.primary_rows(results)
+    primary = summary.primary_rows(results)
     unscored = primary[~primary["status"].isin(SCORED_STATUSES)]
     if unscored.empty:
         return "Every trial completed or converged; all are in the means.\n"
@@ -196,8 +199,8 @@ def _status_note(results: pd.DataFrame) -> str:
 
 def _figures(sweep: Sweep, main: pd.DataFrame, out: Path) -> list[Path]:
     files = []
-    metrics = tables.table_metrics(sweep.results)
-    bars = figures.metric_bars(main, metrics, tables.HEADERS)
+    metrics = summary.table_metrics(sweep.results)
+    bars = figures.metric_bars(main, metrics, summary.HEADERS)
     files.append(_save(bars, out / "metrics.png"))
     if not sweep.epochs.empty:
         threshold = _stop_threshold(sweep.results)
@@ -205,7 +208,7 @@ def _figures(sweep: Sweep, main: pd.DataFrame, out: Path) -> list[Path]:
             _save(figures.learning_curves(sweep.epochs, threshold), out / "learning_curves.png")
         )
     for arm, trial_id in _preview_trials(sweep).items():
-        grid = figures.prediction_grid(sweep.previews[trial_id], title=f"{arm} ({trial_id})")
+        grid = prediction_grid(sweep.previews[trial_id], title=f"{arm} ({trial_id})")
         files.append(_save(grid, out / f"predictions_{_slug(arm)}.png"))
     return files
 
@@ -215,7 +218,7 @@ def _preview_trials(sweep: Sweep) -> dict[str, str]:
     chosen: dict[str, str] = {}
     if "trial_id" not in sweep.results:
         return chosen
-    primary = tables.primary_rows(sweep.results).sort_values("seed")
+    primary = summary.primary_rows(sweep.results).sort_values("seed")
     for row in primary[primary["status"].isin(SCORED_STATUSES)].itertuples():
         if row.arm not in chosen and row.trial_id in sweep.previews:
             chosen[str(row.arm)] = str(row.trial_id)
@@ -228,8 +231,8 @@ def _stop_threshold(results: pd.DataFrame) -> float:
     return math.nan
 
 
-def _save(fig: figures.Figure, path: Path) -> Path:
-    figures.save_png(fig, path)
+def _save(fig: Figure, path: Path) -> Path:
+    save_png(fig, path)
     return path
 
 

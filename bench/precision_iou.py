@@ -22,7 +22,8 @@ import torch
 from bench.common import save
 from tunelab.config import TrialConfig, parse_overrides
 from tunelab.data import prepare
-from tunelab.train import Trainer, resolve_dtype, resolve_memory_format
+from tunelab.device import resolve_dtype, resolve_memory_format
+from tunelab.train import Trainer
 
 DEFAULTS = {  # a model that trains to a stable IoU in minutes on a CPU, even in slow bf16
     "data.input_size": 32,

@@ -22,8 +22,8 @@ from analysis import (
     paired_comparison,
 )
 from analysis.__main__ import main as analysis_main
-from tunelab.mlflow_store import TAG_ROLE, TAG_SWEEP_ID
 from tunelab.results import IDENTITY_FILE, PREVIEWS_FOLDER, RESULTS_FILE
+from tunelab.tracking.layout import TAG_ROLE, TAG_SWEEP_ID
 
 GOLDEN = Path(__file__).parent / "data" / "golden_results.csv"
 

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from analysis import class_tables, comparison_table, main_table, threshold_table
-from analysis.tables import REFERENCE_ARM
+from tunelab.summary import REFERENCE_ARM
 
 GOLDEN = Path(__file__).parent / "data" / "golden_results.csv"
 T_975 = {1: 12.706204736174707, 2: 4.302652729911275}  # Student's t, 97.5th percentile

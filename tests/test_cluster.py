@@ -35,7 +35,7 @@ from ray.autoscaler._private.commands import _bootstrap_config  # what `ray up` 
 from ray.autoscaler._private.util import prepare_config, validate_config
 from ray.cluster_utils import Cluster
 
-from tunelab.tracking import TAG_RETRIES, TAG_ROLE, TAG_STATUS, TAG_TRIAL_ID
+from tunelab.tracking.layout import TAG_RETRIES, TAG_ROLE, TAG_STATUS, TAG_TRIAL_ID
 
 if TYPE_CHECKING:
     from ray._private.node import Node

@@ -9,14 +9,9 @@ import pytest
 from matplotlib.collections import PolyCollection
 from PIL import Image
 
-from analysis.figures import (
-    learning_curve,
-    learning_curves,
-    metric_bars,
-    prediction_grid,
-    save_png,
-)
-from analysis.tables import REFERENCE_ARM
+from analysis.figures import learning_curves, metric_bars
+from tunelab.summary import REFERENCE_ARM
+from tunelab.tracking.figures import learning_curve, prediction_grid, save_png
 
 BAR_BLUE = (31, 119, 180)  # matplotlib's tab:blue, the colour of every bar
 

@@ -5,9 +5,9 @@ import math
 import pandas as pd
 import pytest
 
-from analysis.tables import format_markdown, main_table
 from tunelab.config import TrialConfig
 from tunelab.results import class_names_in, final_status, trial_rows
+from tunelab.summary import format_markdown, main_table
 
 
 @pytest.mark.parametrize(
@@ -101,7 +101,7 @@ def test_test_scores_sit_beside_the_validation_ones():
 
 
 def test_tables_lead_with_the_test_set_and_say_which_split_and_model():
-    from analysis.tables import default_split, on_split, split_caption
+    from tunelab.summary import default_split, on_split, split_caption
 
     rows = [
         {"arm": "a", "seed": 0, "status": "completed", "iou": 0.9, "test_iou": 0.7},

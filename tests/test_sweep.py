@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tunelab.stopper import ConvergenceStopper
-from tunelab.tracking import TAG_ROLE, TAG_STATUS, TAG_TRIAL_ID
+from tunelab.tracking.layout import TAG_ROLE, TAG_STATUS, TAG_TRIAL_ID
 
 pytestmark = pytest.mark.e2e
 

@@ -10,9 +10,16 @@ import ray
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from tunelab import sweep as sweep_cli
-from tunelab.runner import SetupError, _check_fits, _resources, _scheduler, _trainable
+from tunelab.runner import (
+    SetupError,
+    SweepOptions,
+    _check_fits,
+    _resources,
+    _scheduler,
+    _trainable,
+)
 from tunelab.space import SpaceError
-from tunelab.sweep import SweepOptions, build_parser, study_from_args
+from tunelab.sweep import build_parser, study_from_args
 
 SPACE = """from ray import tune
 BASE = {'train.max_epochs': 9}

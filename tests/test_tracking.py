@@ -17,23 +17,22 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from ray.tune import Checkpoint
 
-from tunelab.results import METRICS
+from tunelab import checkpoint
+from tunelab.epoch_report import logged_values
+from tunelab.metric_names import COUNT_METRICS
 from tunelab.space import load_study
-from tunelab.tracking import (
+from tunelab.tracking.artifacts import class_table
+from tunelab.tracking.callback import SweepTracker
+from tunelab.tracking.layout import (
     TAG_ARM,
     TAG_REASON,
     TAG_ROLE,
     TAG_SEED,
     TAG_STATUS,
     TAG_TRIAL_ID,
-    SweepTracker,
-    TrackingError,
-    check_reachable,
-    class_table,
-    epoch_metrics,
 )
+from tunelab.tracking.store import TrackingError, check_reachable
 from tunelab.train import Trainer
-from tunelab.trainable import write_checkpoint
 
 TRIAL_ARTIFACTS = {"learning_curve.png", "prediction_grid.png", "per_class.csv", "data_report.json"}
 
@@ -179,7 +178,7 @@ def test_sweep_against_a_tracking_server_logs_every_trial(env, write_space, swee
         per_image = client.download_artifacts(run.info.run_id, "test_images.csv", str(env))
         assert pd.read_csv(per_image)["iou"].mean() == pytest.approx(row["test_iou"])
         table = pd.read_csv(client.download_artifacts(run.info.run_id, "per_class.csv", str(env)))
-        assert list(table.columns) == ["class", "threshold", *METRICS]
+        assert list(table.columns) == ["class", "threshold", *COUNT_METRICS]
         assert set(table["threshold"].astype(str)) == {"0.5", "0.3", "otsu"}
 
 
@@ -216,7 +215,7 @@ def test_unreachable_server_fails_naming_the_uri(closed_port):
         check_reachable(uri, timeout_s=2)
 
 
-def test_epoch_metrics_keep_the_trial_values_only():
+def test_logged_values_keep_the_trial_values_only():
     result = {
         "epoch": 3,
         "train_loss": 0.5,
@@ -228,7 +227,7 @@ def test_epoch_metrics_keep_the_trial_values_only():
         "done": False,
         "node_id": "abc",
     }
-    assert epoch_metrics(result) == {
+    assert logged_values(result) == {
         "epoch": 3.0,
         "train_loss": 0.5,
         "val_iou/Normal": 0.8,
@@ -339,7 +338,7 @@ def test_log_model_logs_weights_that_predict_as_the_trial_did(tmp_path, monkeypa
     result = next(trainer.epochs()).to_flat()
     folder = tmp_path / "checkpoint"
     folder.mkdir()
-    write_checkpoint(folder, trainer, "{}")
+    checkpoint.write(folder, trainer.state_dict(), trainer.preview(), "{}")
     trial = SimpleNamespace(
         trial_id="t1",
         config=params,

@@ -10,9 +10,11 @@ import torch
 from tunelab import metrics
 from tunelab.config import TrialConfig
 from tunelab.data import prepare
+from tunelab.device import resolve_device, resolve_dtype
 from tunelab.early_stop import trend_index
+from tunelab.metric_names import IMAGE_METRICS
 from tunelab.model import UNet
-from tunelab.train import Trainer, fit, main, resolve_device, resolve_dtype
+from tunelab.train import Trainer, fit, main
 
 
 @pytest.fixture(scope="module")
@@ -291,7 +293,7 @@ def test_the_test_set_is_scored_once_at_the_end_with_the_chosen_epoch(
     assert "test_iou" not in results[-2].to_flat()
     rows = test.images
     assert rows["image"] == list(trainer.data.test.files) and len(rows["iou"]) == len(rows["image"])
-    assert set(rows) == {"image", "case", "class", *metrics.IMAGE_METRICS}
+    assert set(rows) == {"image", "case", "class", *IMAGE_METRICS}
     assert sum(rows["iou"]) / len(rows["iou"]) == pytest.approx(test.metrics["iou"])
 
 

@@ -16,6 +16,7 @@ import math
 from typing import Any
 
 from tunelab.config import TrialConfig
+from tunelab.metric_names import BOUNDARY_METRICS, COUNT_METRICS, TEST_PREFIX, VAL_PREFIX
 
 # the sweep folder's files, read by analysis without Ray
 RESULTS_FILE = "results.parquet"  # one row per trial x threshold
@@ -25,9 +26,6 @@ TEST_IMAGES_FILE = "test_images.parquet"  # one row per trial x test image
 PREVIEWS_FOLDER = "previews"  # <trial_id>.npz: each trial's last prediction preview
 IDENTITY_FILE = "tunelab.json"  # the sweep's id and MLflow experiment, read back by --resume
 
-METRICS = ("iou", "dice", "pixel_error", "accuracy")
-BOUNDARY_METRICS = ("hd95", "nsd")  # test set only, at the primary threshold
-TEST_PREFIX = "test_"  # test columns: the validation column's name with this prefix
 # statuses whose numbers describe a trained model; the rest are shown, never averaged in
 SCORED_STATUSES = ("completed", "converged")
 
@@ -69,12 +67,13 @@ def trial_rows(
     for index, (label, suffix) in enumerate(threshold_suffixes(cfg).items()):
         row: dict[str, Any] = {**identity, **config, "threshold": label, "primary": index == 0}
         row["checkpoint_epoch"] = _number(last.get("checkpoint_epoch"))
-        row["time_test_s"] = _number(last.get("test_seconds"))  # what scoring the test cost
+        # what scoring the test set cost
+        row["time_test_s"] = _number(last.get(f"{TEST_PREFIX}seconds"))
         for column, report, names in (
-            ("", "val_", val_classes),
-            (TEST_PREFIX, "test_", test_classes),
+            ("", VAL_PREFIX, val_classes),  # results columns: validation plain, test prefixed
+            (TEST_PREFIX, TEST_PREFIX, test_classes),
         ):
-            for metric in METRICS:
+            for metric in COUNT_METRICS:
                 everywhere = f"foreground_{metric}_all"
                 row[f"{column}{everywhere}"] = _number(last.get(f"{report}{everywhere}"))
                 row[f"{column}{metric}"] = _number(last.get(f"{report}{metric}{suffix}"))
@@ -83,13 +82,13 @@ def trial_rows(
                     row[f"{column}{metric}/{name}"] = _number(value)
         for metric in BOUNDARY_METRICS:
             for name in ("", *(f"/{n}" for n in test_classes)):
-                value = last.get(f"test_{metric}{name}") if index == 0 else None
+                value = last.get(f"{TEST_PREFIX}{metric}{name}") if index == 0 else None
                 row[f"{TEST_PREFIX}{metric}{name}"] = _number(value)
         rows.append(row)
     return rows
 
 
-def class_names_in(last: dict[str, Any], split: str = "val_") -> list[str]:
+def class_names_in(last: dict[str, Any], split: str = VAL_PREFIX) -> list[str]:
     """The tumour classes a report has per-class metrics for (`val_iou/Normal` -> Normal), for
     the validation split or, with split "test_", the test set (an external one has its own)."""
     prefix = f"{split}iou/"

@@ -9,24 +9,22 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import signal
 import threading
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-from analysis.tables import default_split, format_markdown, main_table, on_split, split_caption
+from tunelab.collect import collect_checkpoint_files, epochs_frame, results_frame
 from tunelab.config import TrialConfig
 from tunelab.data import load
 from tunelab.data.dataset import check_test_root
-from tunelab.metrics import IMAGE_METRICS
 from tunelab.results import (
     EPOCHS_FILE,
     IDENTITY_FILE,
@@ -34,10 +32,6 @@ from tunelab.results import (
     RESULTS_FILE,
     TABLE_FILE,
     TEST_IMAGES_FILE,
-    class_names_in,
-    error_message,
-    final_status,
-    trial_rows,
 )
 from tunelab.resume import (
     RestoreFailureIsAnError,
@@ -48,16 +42,27 @@ from tunelab.resume import (
 )
 from tunelab.space import FOLD_KEY, Study
 from tunelab.stopper import ConvergenceStopper
-from tunelab.sweep import SweepOptions
-from tunelab.tracking import (
-    SweepTracker,
-    TrackingError,
-    check_reachable,
-    end_sweep,
-    is_epoch_value,
-    ui_command,
-)
-from tunelab.trainable import PREVIEW_FILE, PROGRESS_METRICS, TEST_SCORES_FILE, train_trial
+from tunelab.summary import default_split, format_markdown, main_table, on_split, split_caption
+from tunelab.tracking.callback import SweepTracker
+from tunelab.tracking.store import TrackingError, check_reachable, ui_command
+from tunelab.tracking.sweep_run import end_sweep
+from tunelab.trainable import PROGRESS_METRICS, train_trial
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    """How to run a sweep: where it is stored, which Ray and MLflow it uses, how it retries."""
+
+    storage: str  # an absolute local path or a URI (s3://, gs://, ...)
+    address: str | None
+    resume: bool
+    gpus_per_trial: float | None
+    max_failures: int
+    num_cpus: int | None
+    verbose: int
+    mlflow_uri: str  # sqlite:///... or http://HOST:PORT
+    experiment: str | None  # MLflow experiment; None: the space's NAME
+    log_model: bool
 
 
 class SetupError(RuntimeError):
@@ -312,86 +317,3 @@ def _trial_name(study: Study, params: dict[str, Any], trial_id: str) -> str:
     label = "".join(c if c.isalnum() or c in "-_.=" else "_" for c in study.arm_label(params))
     fold = f"_f{params[FOLD_KEY]}" if FOLD_KEY in params else ""
     return f"{label}_s{params.get('seed')}{fold}_{trial_id}"
-
-
-IDENTITY_COLUMNS = ("sweep", "arm", "seed", "fold", "trial_id", "status")
-TEST_IMAGE_COLUMNS = ("image", "case", "class", *IMAGE_METRICS)
-
-
-def trial_identity(study: Study, result: tune.Result) -> dict[str, Any]:
-    """The columns that name a trial in every table: sweep, arm, seed, fold, trial id, status."""
-    params = result.config or {}
-    last = result.metrics or {}
-    cfg = study.trial_config(params)
-    status = final_status(last, errored=result.error is not None)
-    values = (
-        study.name,
-        study.arm_label(params),
-        cfg.seed,
-        cfg.data.fold,
-        _trial_id(result),
-        status,
-    )
-    return dict(zip(IDENTITY_COLUMNS, values, strict=True))
-
-
-def results_frame(study: Study, grid: tune.ResultGrid) -> pd.DataFrame:
-    """One row per trial x threshold; every trial appears, whatever its status."""
-    rows: list[dict[str, Any]] = []
-    for result in grid:
-        last = result.metrics or {}
-        identity = {
-            **trial_identity(study, result),
-            "epochs": int(last.get("epoch", 0)),
-            "time_s": float(last.get("time_total_s", float("nan"))),
-            "node_id": str(last.get("node_id", "")),
-            "error": error_message(str(result.error or "")),
-        }
-        cfg = study.trial_config(result.config or {})
-        rows += trial_rows(cfg, identity, last, class_names_in(last))
-    return pd.DataFrame(rows)
-
-
-def epochs_frame(study: Study, grid: tune.ResultGrid) -> pd.DataFrame:
-    """One row per trial x epoch: losses, trend and validation metrics, for learning curves."""
-    frames = []
-    for result in grid:
-        history = result.metrics_dataframe
-        if history is None or "epoch" not in history:
-            continue  # failed before its first epoch
-        columns = [c for c in history if is_epoch_value(c)]
-        # a resumed trial repeats the epochs after its checkpoint; keep what MLflow keeps
-        frame = history[columns].drop_duplicates("epoch")
-        identity = pd.DataFrame([trial_identity(study, result)] * len(frame), index=frame.index)
-        frames.append(pd.concat([identity, frame], axis=1))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-def collect_checkpoint_files(study: Study, grid: tune.ResultGrid, previews: Path) -> pd.DataFrame:
-    """From each trial's last checkpoint: its prediction preview, copied to
-    `<previews>/<trial id>.npz`, and its per-image test scores, returned as one frame (one row
-    per trial x test image, with the trial's identity and tested epoch)."""
-    previews.mkdir(exist_ok=True)
-    frames = []
-    for result in grid:
-        if result.checkpoint is None:
-            continue
-        with result.checkpoint.as_directory() as saved:
-            shutil.copy(Path(saved) / PREVIEW_FILE, previews / f"{_trial_id(result)}.npz")
-            scores = Path(saved) / TEST_SCORES_FILE
-            if not scores.is_file():  # no test set, or the trial ended without a trained model
-                continue
-            # names stay text: a case "0012" or a class "NA" must not become a number or NaN
-            text = dict.fromkeys(("image", "case", "class"), str)
-            frame = pd.read_csv(scores, dtype=text, keep_default_na=False)
-        identity = trial_identity(study, result)
-        identity["checkpoint_epoch"] = (result.metrics or {}).get("checkpoint_epoch")
-        frames.append(pd.concat([pd.DataFrame([identity] * len(frame)), frame], axis=1))
-    if not frames:  # no trial scored a test set: the same columns, no rows
-        columns = [*IDENTITY_COLUMNS, "checkpoint_epoch", *TEST_IMAGE_COLUMNS]
-        return pd.DataFrame(columns=columns)
-    return pd.concat(frames, ignore_index=True)
-
-
-def _trial_id(result: tune.Result) -> str:
-    return str((result.metrics or {}).get("trial_id", Path(result.path).name))

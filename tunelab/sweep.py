@@ -11,27 +11,12 @@ import dataclasses
 import logging
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tunelab.config import parse_overrides
-from tunelab.mlflow_store import tracking_uri
 from tunelab.space import SpaceError, Study, load_study
-
-
-@dataclass(frozen=True)
-class SweepOptions:
-    storage: str  # an absolute local path or a URI (s3://, gs://, ...)
-    address: str | None
-    resume: bool
-    gpus_per_trial: float | None
-    max_failures: int
-    num_cpus: int | None
-    verbose: int
-    mlflow_uri: str  # sqlite:///... or http://HOST:PORT
-    experiment: str | None  # MLflow experiment; None: the space's NAME
-    log_model: bool
+from tunelab.tracking.store import tracking_uri
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     except (SpaceError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    # Ray and torch are imported only once the space is valid
+    from tunelab.runner import SetupError, SweepInterrupted, SweepOptions, run_sweep
+
     options = SweepOptions(
         storage=args.storage if "://" in args.storage else str(Path(args.storage).resolve()),
         address=args.address,
@@ -163,7 +151,6 @@ def main(argv: list[str] | None = None) -> int:
         log_model=args.log_model,
     )
     _show_warnings()
-    from tunelab.runner import SetupError, SweepInterrupted, run_sweep  # after validation
 
     started = time.perf_counter()
     try:

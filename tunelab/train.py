@@ -18,8 +18,7 @@ import contextlib
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,102 +27,12 @@ from torch import Tensor
 from tunelab import metrics
 from tunelab.config import TrialConfig, parse_overrides
 from tunelab.data import PreparedData, prepare
+from tunelab.device import resolve_device, resolve_dtype, resolve_memory_format
 from tunelab.early_stop import ConvergenceRule
+from tunelab.epoch_report import EpochResult, Status, TestScores
 from tunelab.losses import class_weights_from_frequencies, get_loss
+from tunelab.metric_names import IMAGE_METRICS
 from tunelab.model import UNet
-
-Status = Literal["running", "completed", "converged", "diverged"]
-
-
-@dataclass(frozen=True)
-class EpochResult:
-    epoch: int  # 1-based
-    train_loss: float
-    val_loss: float
-    metrics: dict[str, float]  # validation metrics, names from `metrics.score`
-    lr: float
-    epoch_seconds: float
-    data_seconds: float  # time spent waiting for training batches
-    trend: float | None  # the convergence trend index; None before the window fills
-    streak: int  # consecutive epochs the trend has not been falling (the rule's state)
-    status: Status
-    # the first epoch a Trainer runs: seconds from its construction (data load included) to
-    # the start of training, what a trial pays before its first step
-    startup_seconds: float | None = None
-    test: TestScores | None = None  # the last epoch of a completed or converged trial
-
-    def to_flat(self) -> dict[str, float | int | str]:
-        """One flat dict of everything, the form Ray reports and MLflow logs."""
-        flat: dict[str, float | int | str] = {
-            "epoch": self.epoch,
-            "train_loss": self.train_loss,
-            "val_loss": self.val_loss,
-            "lr": self.lr,
-            "epoch_seconds": self.epoch_seconds,
-            "data_seconds": self.data_seconds,
-            "streak": self.streak,
-            "status": self.status,
-        }
-        if self.trend is not None:
-            flat["trend"] = self.trend
-        if self.startup_seconds is not None:
-            flat["startup_seconds"] = self.startup_seconds
-        flat.update({f"val_{name}": value for name, value in self.metrics.items()})
-        if self.test is not None:
-            flat.update(self.test.to_flat())
-        return flat
-
-
-@dataclass(frozen=True)
-class TestScores:
-    """The test set's scores, by the model of `checkpoint_epoch`."""
-
-    checkpoint_epoch: int
-    metrics: dict[str, float]  # as `metrics.score` names them, plus hd95 and nsd
-    images: dict[str, list[Any]]  # one row per test image: file, case, class, primary scores
-    seconds: float  # what scoring the test set cost
-
-    def to_flat(self) -> dict[str, float | int]:
-        return {
-            "checkpoint_epoch": self.checkpoint_epoch,
-            "test_seconds": self.seconds,
-            **{f"test_{name}": value for name, value in self.metrics.items()},
-        }
-
-
-def resolve_device(cfg: TrialConfig) -> torch.device:
-    if cfg.train.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if cfg.train.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("train.device = 'cuda' but no CUDA device is visible to this process")
-    return torch.device(cfg.train.device)
-
-
-def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX: bf16 autocast runs natively. Elsewhere (AVX2, or AVX-512 without
-    BF16) it is emulated and about 20x slower than fp32 (BENCHMARKS.md)."""
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, hence getattr
-    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
-
-
-def resolve_dtype(cfg: TrialConfig, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for plain fp32."""
-    precision = cfg.train.precision
-    if precision == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if cpu_has_native_bf16() else None
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError("train.precision = 'fp16' needs a CUDA device; use 'bf16' on CPU")
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
-def resolve_memory_format(cfg: TrialConfig, device: torch.device) -> torch.memory_format:
-    """channels_last when asked, or under auto precision on a CPU with native bf16, where it
-    is 1.5x faster (it is slower on AVX2 CPUs, and unmeasured on GPUs)."""
-    auto_on_bf16_cpu = cfg.train.precision == "auto" and device.type == "cpu"
-    fast = cfg.train.channels_last or (auto_on_bf16_cpu and cpu_has_native_bf16())
-    return torch.channels_last if fast else torch.contiguous_format
 
 
 class Trainer:
@@ -138,11 +47,12 @@ class Trainer:
         cfg: TrialConfig,
         data: PreparedData | None = None,
         stop_on_convergence: bool = True,
+        cpus: float | None = None,  # the trial's CPUs (see `data.prepare`)
     ) -> None:
         self.created = time.perf_counter()
         self.cfg = cfg
         self.stop_on_convergence = stop_on_convergence
-        self.data = data if data is not None else prepare(cfg)
+        self.data = data if data is not None else prepare(cfg, cpus)
         self.device = resolve_device(cfg)
         self.autocast_dtype = resolve_dtype(cfg, self.device)
         self.memory_format = resolve_memory_format(cfg, self.device)
@@ -312,7 +222,7 @@ class Trainer:
         )
         classes = test.classes.to(self.device)
         scores = metrics.summarise(by_class, set_only, classes, test.class_names)
-        per_image = {name: by_class[name].tolist() for name in metrics.IMAGE_METRICS}
+        per_image = {name: by_class[name].tolist() for name in IMAGE_METRICS}
         images = {
             "image": list(test.files),
             "case": list(test.cases),

@@ -10,8 +10,8 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from analysis.tables import main_table
-from tunelab.trainable import CHECKPOINT_FILE, load_state
+from tunelab.checkpoint import STATE_FILE, load_state
+from tunelab.summary import main_table
 
 FAULTS = Path(__file__).parent / "faults"
 NAN_LR, OSERROR_LR = 0.00123, 0.00456  # see faults/sitecustomize.py
@@ -73,7 +73,7 @@ class Payload:
 
 
 def test_a_checkpoint_holding_code_is_refused(tmp_path, capsys):
-    torch.save({"model": {}, "extra": Payload()}, tmp_path / CHECKPOINT_FILE)
+    torch.save({"model": {}, "extra": Payload()}, tmp_path / STATE_FILE)
     with pytest.raises(ValueError, match="refusing to unpickle"):
         load_state(tmp_path)
     assert "this ran" not in capsys.readouterr().out

@@ -39,10 +39,12 @@ def normalize(images: np.ndarray, mean: np.ndarray, std: np.ndarray) -> Tensor:
     return torch.from_numpy(x)
 
 
-def default_workers() -> int:
-    """Augmentation worker processes: one CPU is left to the training loop."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(0, min(MAX_WORKERS, (cpus or 1) - 1))
+def default_workers(cpus: float | None = None) -> int:
+    """Augmentation worker processes: one of `cpus` (the trial's share of the machine, e.g.
+    Ray's --cpus-per-trial; None: every CPU this process may use) is left to the training loop."""
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(0, min(MAX_WORKERS, int(cpus or 1) - 1))
 
 
 class BatchSource(Dataset):

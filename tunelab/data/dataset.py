@@ -19,7 +19,7 @@ from torch import Tensor
 
 from tunelab.config import DataConfig, TrialConfig
 from tunelab.data.augment import balance_copies
-from tunelab.data.batches import BatchSource, TrainBatches, normalize
+from tunelab.data.batches import BatchSource, TrainBatches, default_workers, normalize
 from tunelab.data.cache import LoadedDataset, load
 from tunelab.data.filters import apply_filters, foreground_fractions
 from tunelab.data.split import hold_out_test, split_indices
@@ -158,8 +158,12 @@ def check_test_root(cfg: DataConfig) -> None:
     _kept(load_test_root(cfg), cfg, "the test set")
 
 
-def prepare(cfg: TrialConfig) -> PreparedData:
-    """The data of one trial; the same config always gives the same split and batches."""
+def prepare(cfg: TrialConfig, cpus: float | None = None) -> PreparedData:
+    """The data of one trial; the same config always gives the same split and batches.
+
+    `cpus`: the CPUs the trial may use (Ray's reservation), which bound the augmentation
+    workers; None: the machine's.
+    """
     data = load(cfg.data)
     pairs = _kept(data, cfg.data, "the dataset")
     images, masks, classes = pairs.images, pairs.masks, pairs.classes
@@ -210,7 +214,7 @@ def prepare(cfg: TrialConfig) -> PreparedData:
         normalize_std=std.tolist(),
     )
     return PreparedData(
-        train=TrainBatches(source),
+        train=TrainBatches(source, default_workers(cpus)),
         val_images=normalize(images[val].transpose(0, 3, 1, 2), mean, std),  # (Nv, C, H, W)
         val_masks=torch.from_numpy(masks[val]).long(),
         val_classes=torch.from_numpy(classes[val]).long(),

@@ -1,4 +1,5 @@
-"""How a sweep is laid out in MLflow (tags, parent and trial runs), and how to find its runs.
+"""How a sweep is laid out in MLflow (an experiment, a parent run, a nested run per trial, and
+their `tunelab.*` tags), and how to find its runs again.
 
 Shared by the tracker, which writes the runs, and analysis, which reads them back; it imports
 neither Ray nor torch, nor MLflow itself (callers pass their client).
@@ -6,9 +7,7 @@ neither Ray nor torch, nor MLflow itself (callers pass their client).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the sweep CLI imports this before validating a space: keep it light
@@ -25,12 +24,6 @@ TAG_STATUS = "tunelab.status"  # running, then completed / converged / pruned / 
 TAG_REASON = "tunelab.reason"  # why a trial failed or diverged
 TAG_NODE = "tunelab.node_id"
 TAG_RETRIES = "tunelab.retries"
-
-
-def tracking_uri(explicit: str | None = None) -> str:
-    """`explicit`, else $MLFLOW_TRACKING_URI, else ./mlflow.db: where `mlflow ui` looks."""
-    uri = explicit or os.environ.get("MLFLOW_TRACKING_URI")
-    return uri or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
 def find_runs(
