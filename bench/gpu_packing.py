@@ -28,7 +28,8 @@ from typing import Any
 import torch
 
 from bench.common import save
-from tunelab.config import TrialConfig, parse_overrides
+from tunelab.config import TrialConfig
+from tunelab.config_values import parse_overrides
 from tunelab.data import prepare
 from tunelab.train import Trainer
 

@@ -20,7 +20,8 @@ import time
 import torch
 
 from bench.common import save
-from tunelab.config import TrialConfig, parse_overrides
+from tunelab.config import TrialConfig
+from tunelab.config_values import parse_overrides
 from tunelab.data import prepare
 from tunelab.device import resolve_dtype, resolve_memory_format
 from tunelab.train import Trainer

@@ -8,7 +8,7 @@ from PIL import Image
 
 from tunelab.config import TrialConfig
 from tunelab.data import PreparedData, TrainBatches, prepare
-from tunelab.data.batches import BatchSource
+from tunelab.data.batches import MAX_WORKERS, BatchSource, default_workers
 
 CLASSES = {"Alpha": 6, "Beta": 3, "Gamma": 2}  # cases per class, 3 images each: 33 images
 
@@ -106,6 +106,21 @@ def test_augmented_batches_are_the_same_in_worker_processes(config):
         assert all(torch.equal(a, b) for a, b in zip(x0 + y0, x2 + y2, strict=True))
     unaugmented = prepare(config())  # same order (same seed and epoch), other pixels
     assert not torch.equal(torch.cat(x0), all_batches(unaugmented, 2)[0])
+
+
+@pytest.mark.parametrize(
+    ("cpus", "workers"), [(0.5, 0), (1, 0), (2, 1), (3.5, 2), (64, MAX_WORKERS)]
+)
+def test_the_trial_s_cpus_bound_the_augmentation_workers(cpus, workers):
+    # one CPU stays with the training loop; a fraction of one leaves none for workers
+    assert default_workers(cpus) == workers
+
+
+def test_prepare_gives_the_trial_s_cpus_to_the_loader_and_reports_them(config):
+    data = prepare(config(**{"data.augment": "flip_rotate_scale"}), cpus=1)
+    assert data.train.workers == 0 and data.report.loader_workers == 0
+    assert "augmentation workers: 0" in data.report.to_text()
+    assert prepare(config(), cpus=3).train.workers == 2
 
 
 def test_crop_flip_trains_on_crops_and_validates_on_full_images(config):

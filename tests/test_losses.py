@@ -5,9 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from tunelab.config import LossName
+from tunelab.config import BINARY_ONLY_LOSSES, LossName
 from tunelab.losses import (
-    BINARY_ONLY,
     LOSSES,
     class_weights_from_frequencies,
     get_loss,
@@ -59,7 +58,7 @@ def weights_for(logits: torch.Tensor) -> torch.Tensor:
 
 
 # every loss with every task it supports
-CASES = [(name, k) for name in LOSSES for k in (1, 3) if k == 1 or name not in BINARY_ONLY]
+CASES = [(name, k) for name in LOSSES for k in (1, 3) if k == 1 or name not in BINARY_ONLY_LOSSES]
 
 
 def test_registry_matches_config_literal():
@@ -187,7 +186,7 @@ def test_unknown_name_lists_valid_names():
     assert get_loss("dice") is LOSSES["dice"]
 
 
-@pytest.mark.parametrize("name", BINARY_ONLY)
+@pytest.mark.parametrize("name", BINARY_ONLY_LOSSES)
 def test_binary_only_losses_reject_multiclass(name):
     with pytest.raises(ValueError, match=rf"'{name}' is binary-only.*'ce'"):
         LOSSES[name](*multiclass_batch(), None)

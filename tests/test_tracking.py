@@ -3,6 +3,7 @@ read back through the MLflow client."""
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -205,6 +206,10 @@ def test_four_concurrent_trials_lose_nothing(env, write_space, sweep, capfd):
         assert epochs_logged(client, run) == list(range(1, row["epochs"] + 1))
         assert run.data.tags[TAG_STATUS] == row["status"]
         assert run.info.status == "FINISHED"  # pruned is a normal end, not a failure
+        # --cpus-per-trial reaches the data loader: half a CPU leaves none for workers (the
+        # machine's 2 CPUs would give one)
+        report = client.download_artifacts(run.info.run_id, "data_report.json", str(env))
+        assert json.loads(Path(report).read_text())["loader_workers"] == 0
     captured = capfd.readouterr()
     assert "database is locked" not in captured.out + captured.err
 

@@ -1,21 +1,24 @@
 """TrialConfig: the one typed object that fully describes a trial.
 
-The model and training defaults are study A's baseline (EBHI-Seg, 64x64 greyscale, U-Net with 64
-base channels, Adam lr 1e-4, batch 32, BCE on sigmoid outputs); the evaluation defaults are study
-B's (20% of the cases held out as a test set, scored with the best-validation checkpoint).
+The model, optimiser and loss defaults are study A's baseline (64x64 greyscale, U-Net with 64
+base channels, Adam lr 1e-4, batch 32, BCE on sigmoid outputs). Not study A's: `data.split` is
+by case (study A split images at random), `train.precision` is auto (study A: fp32), and the
+evaluation defaults are study B's (20% of the cases held out as a test set, scored with the
+best-validation checkpoint).
 Search spaces, MLflow params and analysis columns all use the same dotted names
 (`model.dropout`), produced by `to_flat` and accepted by `from_dict`.
 """
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import difflib
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from typing import Any, Literal, get_args, get_type_hints
+
+from tunelab.config_values import coerce, flatten
 
 Task = Literal["binary", "multiclass"]
 SplitMode = Literal["case", "image"]
@@ -25,7 +28,10 @@ SkipMode = Literal["concat", "none", "avgpool"]
 DropoutPlacement = Literal["decoder", "all"]
 Norm = Literal["none", "batch"]
 Activation = Literal["relu", "leaky_relu"]
+# the loss names `tunelab.losses.LOSSES` registers (a registry test checks they agree); the
+# first three need one sigmoid output channel, so a multi-class task refuses them
 LossName = Literal["bce", "bce_logits", "smooth_l1", "dice", "ce", "wce", "dice_ce", "logdice_ce"]
+BINARY_ONLY_LOSSES: tuple[LossName, ...] = ("bce", "bce_logits", "smooth_l1")
 LrSchedule = Literal["none", "plateau"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Device = Literal["auto", "cpu", "cuda"]
@@ -206,11 +212,13 @@ class TrialConfig:
         ):
             if tile and tile < 2**depth:
                 raise ValueError(f"{key} = {tile} is smaller than 2**model.depth = {2**depth}")
-        binary_only = ("bce", "bce_logits", "smooth_l1")
-        if self.data.task == "multiclass" and self.train.loss in binary_only:
+        if self.data.task == "multiclass" and self.train.loss in BINARY_ONLY_LOSSES:
+            multiclass = ", ".join(
+                repr(n) for n in get_args(LossName) if n not in BINARY_ONLY_LOSSES
+            )
             raise ValueError(
                 f"train.loss = {self.train.loss!r} is binary-only but data.task = 'multiclass': "
-                "use one of 'ce', 'wce', 'dice', 'dice_ce', 'logdice_ce'"
+                f"use one of {multiclass}"
             )
 
     @property
@@ -235,7 +243,7 @@ class TrialConfig:
                 problems.append(_unknown_key(key))
                 continue
             try:
-                coerced = _coerce(key, value, hints[name])
+                coerced = coerce(key, value, hints[name])
             except ValueError as error:
                 problems.append(str(error))
                 continue
@@ -260,32 +268,6 @@ class TrialConfig:
     def replace(self, **flat_overrides: Any) -> TrialConfig:
         """A copy with some dotted keys changed, validated like `from_dict`."""
         return TrialConfig.from_dict({**self.to_flat(), **flat_overrides})
-
-
-def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """`{"model": {"depth": 4}}` -> `{"model.depth": 4}`; already-dotted keys pass through."""
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
-
-
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """`["model.dropout=0.2", "train.loss=dice"]` -> dotted-key dict with Python literals."""
-    overrides: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep:
-            raise ValueError(f"--set {pair!r}: expected KEY=VALUE, e.g. model.dropout=0.2")
-        try:
-            overrides[key.strip()] = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            overrides[key.strip()] = text  # a bare word such as dice is a string
-    return overrides
 
 
 def _fail(key: str, value: Any, allowed: str) -> None:
@@ -316,52 +298,6 @@ def _check_range(
     if too_low or too_high:
         interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
         _fail(f"{_section_of(obj)}.{name}", value, f"a value in {interval}")
-
-
-def _coerce(key: str, value: Any, hint: Any) -> Any:
-    """Check a value against a field's type hint; ints are accepted where floats are expected."""
-    origin = get_origin(hint)
-    if origin in (types.UnionType, typing.Union):  # `float | None`: None means "the default"
-        if value is None:
-            return None
-        inner = next(arg for arg in get_args(hint) if arg is not type(None))
-        return _coerce(key, value, inner)
-    if origin is Literal:
-        choices = get_args(hint)
-        if value not in choices:
-            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-            hint_text = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(
-                f"{key} = {value!r} is invalid{hint_text}: choose one of "
-                + ", ".join(repr(c) for c in choices)
-            )
-        return value
-    if origin is tuple:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = (value,)
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{key} = {value!r} is invalid: expected a list of numbers")
-        item_type = get_args(hint)[0]
-        return tuple(_coerce(key, item, item_type) for item in value)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"{key} = {value!r} is invalid: expected True or False")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise ValueError(f"{key} = {value!r} is invalid: expected an integer")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{key} = {value!r} is invalid: expected a number")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ValueError(f"{key} = {value!r} is invalid: expected a string")
-        return value
-    raise TypeError(f"unsupported config field type {hint!r} for {key}")  # a bug, not user input
 
 
 def _unknown_key(key: str) -> str:

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from tunelab.config import BINARY_ONLY_LOSSES
+
 LossFn = Callable[[Tensor, Tensor, Tensor | None], Tensor]
 
 # Added to the numerator and denominator of every per-image, per-class soft Dice. The sums are
@@ -26,8 +28,6 @@ DICE_EPS = 1.0
 
 # Floor on class frequencies: an absent class (frequency 0) would make 1 / r infinite.
 MIN_FREQUENCY = 1e-6
-
-BINARY_ONLY = ("bce", "bce_logits", "smooth_l1")
 
 
 def _check_shapes(logits: Tensor, target: Tensor) -> None:
@@ -42,7 +42,7 @@ def _binary(name: str, logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     """Float32 foreground logits and 0/1 target, both (N, H, W); rejects K > 1."""
     _check_shapes(logits, target)
     if logits.shape[1] != 1:
-        multiclass = ", ".join(repr(n) for n in LOSSES if n not in BINARY_ONLY)
+        multiclass = ", ".join(repr(n) for n in LOSSES if n not in BINARY_ONLY_LOSSES)
         raise ValueError(
             f"loss {name!r} is binary-only: expected logits with 1 channel, got "
             f"{logits.shape[1]}; for multiclass use one of {multiclass}"

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tunelab.config import parse_overrides
+from tunelab.config_values import parse_overrides
 from tunelab.space import SpaceError, Study, load_study
 from tunelab.tracking.store import tracking_uri
 

@@ -14,7 +14,6 @@ there.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import time
 from collections.abc import Iterator
@@ -25,11 +24,13 @@ import torch
 from torch import Tensor
 
 from tunelab import metrics
-from tunelab.config import TrialConfig, parse_overrides
+from tunelab.config import TrialConfig
+from tunelab.config_values import parse_overrides
 from tunelab.data import PreparedData, prepare
 from tunelab.device import resolve_device, resolve_dtype, resolve_memory_format
 from tunelab.early_stop import ConvergenceRule
 from tunelab.epoch_report import EpochResult, Status, TestScores
+from tunelab.inference import autocast, predict_logits
 from tunelab.losses import class_weights_from_frequencies, get_loss
 from tunelab.metric_names import IMAGE_METRICS
 from tunelab.model import UNet
@@ -92,13 +93,8 @@ class Trainer:
         self.val_images = self.data.val_images.to(self.device, memory_format=self.memory_format)
         self.val_masks = self.data.val_masks.to(self.device)
 
-    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
-
     def _loss(self, x: Tensor, y: Tensor) -> Tensor:
-        with self._autocast():
+        with autocast(self.device, self.autocast_dtype):
             logits = self.model(x)
         return self.loss_fn(logits.float(), y, self.class_weights)
 
@@ -161,33 +157,18 @@ class Trainer:
         if best["weights"] is not None:
             self.best_weights = {k: v.to(self.device) for k, v in best["weights"].items()}
 
-    @torch.no_grad()
     def predict_logits(self, images: Tensor) -> Tensor:
-        """Logits (N, K, H, W) in float32 on the device, for images on any device."""
-        self.model.eval()
-        chunks = []
-        step = 2 * self.cfg.train.batch_size
-        for start in range(0, len(images), step):
-            batch = images[start : start + step].to(self.device, memory_format=self.memory_format)
-            with self._autocast():
-                chunks.append(self._predict(batch))
-        return torch.cat(chunks).float()
-
-    def _predict(self, batch: Tensor) -> Tensor:
-        """Whole images (reflect-padded by the model where needed), or with eval.tile_size
-        overlapping tiles blended by MONAI's sliding window, for images too large for memory."""
-        tile = self.cfg.eval.tile_size
-        if not tile:
-            return self.model(batch)
-        from monai.inferers import sliding_window_inference  # heavy import, only when tiling
-
-        return sliding_window_inference(
-            batch,
-            roi_size=tile,
-            sw_batch_size=self.cfg.train.batch_size,
-            predictor=self.model,
-            overlap=self.cfg.eval.tile_overlap,
-            mode="gaussian",
+        """Logits (N, K, H, W) in float32 on the device, for images on any device (in tiles
+        with eval.tile_size; see `tunelab.inference`)."""
+        return predict_logits(
+            self.model,
+            images,
+            device=self.device,
+            batch_size=2 * self.cfg.train.batch_size,  # no gradients: twice the training batch
+            autocast_dtype=self.autocast_dtype,
+            memory_format=self.memory_format,
+            tile_size=self.cfg.eval.tile_size,
+            tile_overlap=self.cfg.eval.tile_overlap,
         )
 
     def _remember_if_best(self, val_loss: float) -> None:

@@ -48,6 +48,8 @@ class DataReport:
     load_seconds: float
     normalize_mean: list[float]  # per channel, in units of x / 255; applied to train and val
     normalize_std: list[float]
+    # augmentation worker processes: one fewer than the trial's CPUs (--cpus-per-trial), 0 = none
+    loader_workers: int
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able values, for MLflow artifacts and results tables."""
@@ -61,7 +63,7 @@ class DataReport:
             f"  cache: {self.cache_path}",
             f"  mean foreground fraction {self.foreground_fraction:.3f}; normalisation mean "
             f"{_fmt(self.normalize_mean)} std {_fmt(self.normalize_std)}",
-            f"  test set: {self.test_source}",
+            f"  test set: {self.test_source}; augmentation workers: {self.loader_workers}",
             f"  {'class':<24}{'images':>8}{'train':>8}{'val':>8}{'train+copies':>14}",
         ]
         for name, count in self.images_per_class.items():
@@ -189,6 +191,7 @@ def prepare(cfg: TrialConfig, cpus: float | None = None) -> PreparedData:
         mean,
         std,
     )
+    workers = default_workers(cpus)
     per_class = functools.partial(_per_class, class_names=data.class_names)
     test_pairs, test_names, test_source, test_skipped = _test_pairs(cfg.data, data, pairs, test)
     report = DataReport(
@@ -212,9 +215,10 @@ def prepare(cfg: TrialConfig, cpus: float | None = None) -> PreparedData:
         load_seconds=data.load_seconds,
         normalize_mean=mean.tolist(),
         normalize_std=std.tolist(),
+        loader_workers=workers,
     )
     return PreparedData(
-        train=TrainBatches(source, default_workers(cpus)),
+        train=TrainBatches(source, workers),
         val_images=normalize(images[val].transpose(0, 3, 1, 2), mean, std),  # (Nv, C, H, W)
         val_masks=torch.from_numpy(masks[val]).long(),
         val_classes=torch.from_numpy(classes[val]).long(),
