@@ -1,6 +1,6 @@
 """A finished sweep -> its report: tables (Markdown, LaTeX, CSV) and figures (PNG) in one folder.
 
-    sweep = load_sweep("runs/ebhi_table1")            # or load_mlflow_sweep("ebhi_table1")
+    sweep = load_sweep("runs/ebhi_table1")  # or load_mlflow_sweep("ebhi_table1", folder)
     report = build_report(sweep, baseline="baseline")   # frames, and the files it wrote
     print(report.markdown)
 

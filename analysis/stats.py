@@ -1,4 +1,4 @@
-"""Paired comparison of two arms over the seeds they share.
+"""Paired comparison of two arms over the replicates they share: seeds, or (seed, fold) pairs.
 
 Why a paired t-test: trials of one seed share the data split and the initial weights, so most of
 the seed-to-seed spread is common to both arms and cancels in the per-seed difference. With the
@@ -11,6 +11,7 @@ assumption, not a check, which is why the table always shows n.
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +22,7 @@ TEST_NAME = "paired t-test (two-sided), 95% CI of the mean difference"
 
 @dataclass(frozen=True)
 class Comparison:
-    n: int  # seeds scored in both arms
+    n: int  # replicates scored in both arms
     mean_diff: float  # arm minus baseline
     ci_low: float
     ci_high: float
@@ -29,8 +30,11 @@ class Comparison:
     note: str = ""  # why a number is missing
 
 
-def paired_comparison(arm: dict[int, float], baseline: dict[int, float]) -> Comparison:
-    """Arm vs baseline over the seeds both scored (seed -> metric); NaN values are not scored."""
+def paired_comparison(
+    arm: Mapping[Hashable, float], baseline: Mapping[Hashable, float]
+) -> Comparison:
+    """Arm vs baseline over the replicates both scored (replicate -> metric, a replicate being a
+    seed or a (seed, fold) pair); NaN values are not scored."""
     seeds = sorted(s for s in arm.keys() & baseline.keys() if _scored(arm[s], baseline[s]))
     diffs = np.array([arm[s] - baseline[s] for s in seeds], dtype=float)
     n = len(diffs)

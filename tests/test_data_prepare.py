@@ -120,7 +120,11 @@ def test_prepare_gives_the_trial_s_cpus_to_the_loader_and_reports_them(config):
     data = prepare(config(**{"data.augment": "flip_rotate_scale"}), cpus=1)
     assert data.train.workers == 0 and data.report.loader_workers == 0
     assert "augmentation workers: 0" in data.report.to_text()
-    assert prepare(config(), cpus=3).train.workers == 2
+    augmenting = prepare(config(**{"data.augment": "flip_rotate_scale"}), cpus=3)
+    assert augmenting.train.workers == 2 and augmenting.report.loader_workers == 2
+    # without augmentation a thread makes the batches, whatever the CPUs: no worker processes
+    plain = prepare(config(), cpus=3)
+    assert plain.train.workers == 0 and plain.report.loader_workers == 0
 
 
 def test_crop_flip_trains_on_crops_and_validates_on_full_images(config):

@@ -187,6 +187,7 @@ def test_sweep_against_a_tracking_server_logs_every_trial(env, write_space, swee
 def test_four_concurrent_trials_lose_nothing(env, write_space, sweep, capfd):
     space = write_space(
         "from ray import tune\n"
+        "BASE['data.augment'] = 'flip_rotate_scale'\n"  # so the loader would use workers
         "SPACE = {'train.lr': tune.grid_search([1e-3, 3e-3, 1e-2, 3e-2])}\n"
         "SEEDS = [0]\nASHA = {'grace_period': 1, 'reduction_factor': 2}\n",
         epochs=4,
@@ -206,8 +207,8 @@ def test_four_concurrent_trials_lose_nothing(env, write_space, sweep, capfd):
         assert epochs_logged(client, run) == list(range(1, row["epochs"] + 1))
         assert run.data.tags[TAG_STATUS] == row["status"]
         assert run.info.status == "FINISHED"  # pruned is a normal end, not a failure
-        # --cpus-per-trial reaches the data loader: half a CPU leaves none for workers (the
-        # machine's 2 CPUs would give one)
+        # --cpus-per-trial reaches the data loader: half a CPU leaves none for augmentation
+        # workers (the machine's 2 CPUs would give one)
         report = client.download_artifacts(run.info.run_id, "data_report.json", str(env))
         assert json.loads(Path(report).read_text())["loader_workers"] == 0
     captured = capfd.readouterr()

@@ -132,8 +132,8 @@ class TrainConfig:
     plateau_patience: int = 5
     plateau_ema: float = 0.9
     min_lr: float = 1e-6
-    # auto: the fastest setting measured to keep IoU (BENCHMARKS.md): bf16 autocast on CUDA;
-    # bf16 autocast and channels_last on CPUs with native bf16; fp32 elsewhere
+    # auto: bf16 autocast on CUDA (fp16 where the GPU lacks bf16); bf16 autocast and
+    # channels_last on CPUs with native bf16, measured to keep IoU (BENCHMARKS.md); fp32 elsewhere
     precision: Precision = "auto"
     channels_last: bool = False  # True: channels_last whatever the precision
     device: Device = "auto"

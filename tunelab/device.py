@@ -1,7 +1,7 @@
 """Where and in which precision a trial runs: device, autocast dtype and memory format.
 
-Resolved from `train.device`, `train.precision` and `train.channels_last`, with "auto" picking
-what BENCHMARKS.md measured fastest without losing IoU.
+Resolved from `train.device`, `train.precision` and `train.channels_last`; "auto" picks by
+hardware (see `config.TrainConfig.precision`).
 """
 
 from __future__ import annotations

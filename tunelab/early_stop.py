@@ -1,4 +1,4 @@
-"""Study A's convergence rule (`shared/reference/early_stopping.md`): stop once the loss trend
+"""Study A's convergence rule (`../shared/reference/early_stopping.md`): stop once the loss trend
 has stopped falling.
 
 The trend index of the last `window` losses is the slope, at the newest point, of a quadratic
@@ -44,7 +44,7 @@ def trend_index(window: Sequence[float]) -> float:
 
 def has_converged(epoch: int, streak: int, patience: int, min_epochs: int) -> bool:
     """The stopping decision: the trend stopped falling for more than `patience` epochs in a row
-    and the run is past `min_epochs`. Pure, so a Ray stopper can apply it to reported values."""
+    and the run is past `min_epochs`. Pure: numbers in, decision out."""
     return streak > patience and epoch > min_epochs
 
 

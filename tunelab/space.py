@@ -15,7 +15,8 @@ A space file sets module-level names (all optional but one of SPACE / ARMS):
     THRESHOLDS  evaluation thresholds, all scored on the same predictions (eval.thresholds)
     SCHEDULER   "asha" or "none" (default: asha for a search, none for an ablation)
     ASHA        ASHA settings: grace_period, reduction_factor
-    METRIC, MODE  what ASHA and the best-arm summary optimise (default "val_iou", "max")
+    METRIC, MODE  what ASHA prunes on (default "val_iou", "max"); analysis picks its best arm
+                by mean validation IoU whatever they are
     RESOURCES   per trial, e.g. {"cpu": 1, "gpu": 0.25}
 
 Everything is validated through TrialConfig before Ray starts: each key, each value a domain can

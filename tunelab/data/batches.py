@@ -143,7 +143,9 @@ class TrainBatches:
 
     def __init__(self, source: BatchSource, workers: int | None = None) -> None:
         self.source = source
-        self.workers = default_workers() if workers is None else workers
+        # worker processes only pay off for augmentation (see the module's docstring)
+        wanted = default_workers() if workers is None else workers
+        self.workers = wanted if source.augmenting else 0
         self._keys = _EpochKeys(len(source))
         self._loader: DataLoader | None = None  # made at first use: it starts processes
 
@@ -152,7 +154,7 @@ class TrainBatches:
 
     def epoch(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
         """The batches of one epoch; the same (seed, epoch) always gives the same batches."""
-        if not self.source.augmenting or self.workers == 0:
+        if self.workers == 0:
             return _prefetched(self.source[epoch, index] for index in range(len(self)))
         if self._loader is None:
             self._loader = DataLoader(

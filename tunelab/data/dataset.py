@@ -39,7 +39,8 @@ class DataReport:
     val_per_class: dict[str, int]
     # the test set: the internal one's per-class counts, or the external folder's
     test_per_class: dict[str, int]
-    test_source: str  # "internal (20% of cases, data.test_seed = 0)", the external root, "none"
+    # "internal, 0.2 of the cases (data.test_seed = 0)", "external, <root>", or "none: ..."
+    test_source: str
     test_skipped: list[tuple[str, str]]  # an external test set's own scan and decode skips
     test_filtered: list[tuple[str, str]]  # an external test set's pairs dropped by the filters
     train_per_class_balanced: dict[str, int]  # with the balancing copies
@@ -48,7 +49,8 @@ class DataReport:
     load_seconds: float
     normalize_mean: list[float]  # per channel, in units of x / 255; applied to train and val
     normalize_std: list[float]
-    # augmentation worker processes: one fewer than the trial's CPUs (--cpus-per-trial), 0 = none
+    # augmentation worker processes (0: batches made on a thread, as without augmentation); see
+    # `batches.default_workers` for how the trial's CPUs bound them
     loader_workers: int
 
     def to_dict(self) -> dict[str, Any]:
@@ -191,7 +193,7 @@ def prepare(cfg: TrialConfig, cpus: float | None = None) -> PreparedData:
         mean,
         std,
     )
-    workers = default_workers(cpus)
+    batches = TrainBatches(source, default_workers(cpus))
     per_class = functools.partial(_per_class, class_names=data.class_names)
     test_pairs, test_names, test_source, test_skipped = _test_pairs(cfg.data, data, pairs, test)
     report = DataReport(
@@ -215,10 +217,10 @@ def prepare(cfg: TrialConfig, cpus: float | None = None) -> PreparedData:
         load_seconds=data.load_seconds,
         normalize_mean=mean.tolist(),
         normalize_std=std.tolist(),
-        loader_workers=workers,
+        loader_workers=batches.workers,
     )
     return PreparedData(
-        train=TrainBatches(source, workers),
+        train=batches,
         val_images=normalize(images[val].transpose(0, 3, 1, 2), mean, std),  # (Nv, C, H, W)
         val_masks=torch.from_numpy(masks[val]).long(),
         val_classes=torch.from_numpy(classes[val]).long(),
