@@ -11,7 +11,7 @@ assumption, not a check, which is why the table always shows n.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,3 +54,16 @@ def paired_comparison(
 
 def _scored(*values: float) -> bool:
     return all(not math.isnan(v) for v in values)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of a family of p-values (NaN ones are not in the family and
+    stay NaN): the i-th smallest of m is multiplied by m - i + 1, and the adjusted values are
+    made non-decreasing in that order, capped at 1."""
+    finite = [(p, i) for i, p in enumerate(p_values) if not math.isnan(p)]
+    adjusted = [math.nan] * len(p_values)
+    running = 0.0
+    for rank, (p, index) in enumerate(sorted(finite)):
+        running = max(running, min(1.0, (len(finite) - rank) * p))
+        adjusted[index] = running
+    return adjusted

@@ -7,9 +7,11 @@ rules: only scored trials are averaged, and every trial's fate is listed.
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
-from analysis.stats import paired_comparison
+from analysis.stats import holm, paired_comparison
 from tunelab.results import SCORED_STATUSES
 from tunelab.summary import (
     by_arm,
@@ -70,21 +72,44 @@ def replicate_scores(results: pd.DataFrame, arm: str, metric: str) -> dict[tuple
 
 def comparison_table(results: pd.DataFrame, baseline: str) -> pd.DataFrame:
     """Every other arm against `baseline`, per metric, paired by seed and fold (see
-    `analysis.stats`)."""
+    `analysis.stats`): the t interval and p, and p adjusted by Holm's method over the arms
+    compared on that metric. A row without a difference says why in `note`."""
     arms = arm_names(results)
     if baseline not in arms:
         raise KeyError(f"baseline {baseline!r} is not an arm of the results; arms: {arms}")
     metrics = table_metrics(results)
     base = {metric: replicate_scores(results, baseline, metric) for metric in metrics}
+    statuses = _statuses(results)
     rows = []
     for arm in arms:
         if arm == baseline:
             continue
         for metric in metrics:
             comparison = paired_comparison(replicate_scores(results, arm, metric), base[metric])
-            rows.append({"arm": arm, "metric": metric, **vars(comparison)})
-    columns = ["arm", "metric", "n", "mean_diff", "ci_low", "ci_high", "p_value", "note"]
-    return pd.DataFrame(rows, columns=columns)
+            row = {"arm": arm, "metric": metric, **vars(comparison)}
+            if comparison.n == 0:  # name the statuses that left no pair
+                row["note"] = (
+                    f"no replicate scored in both ({arm}: {statuses[arm]}; "
+                    f"{baseline}: {statuses[baseline]})"
+                )
+            rows.append(row)
+    columns = ["arm", "metric", "n", "mean_diff", "ci_low", "ci_high", "p_value", "p_holm", "note"]
+    frame = pd.DataFrame(rows, columns=[c for c in columns if c != "p_holm"])
+    frame.insert(7, "p_holm", math.nan)
+    for family in frame.groupby("metric", sort=False).groups.values():  # one family per metric
+        frame.loc[family, "p_holm"] = holm(frame.loc[family, "p_value"].tolist())
+    return frame[columns]
+
+
+def _statuses(results: pd.DataFrame) -> dict[str, str]:
+    """Arm -> its trials' statuses, e.g. "2 completed, 1 pruned"."""
+    primary = primary_rows(results)
+    return {
+        str(arm): ", ".join(
+            f"{n} {status}" for status, n in trials["status"].value_counts().items()
+        )
+        for arm, trials in primary.groupby("arm", sort=False)
+    }
 
 
 def format_latex(table: pd.DataFrame, caption: str = "") -> str:
@@ -111,7 +136,15 @@ def format_latex(table: pd.DataFrame, caption: str = "") -> str:
     return "\n".join(body) + "\n"
 
 
-_LATEX = {"±": r"$\pm$", "Δ": r"$\Delta$", "%": r"\%", "_": r"\_", "&": r"\&", "#": r"\#"}
+_LATEX = {
+    "±": r"$\pm$",
+    "Δ": r"$\Delta$",
+    "↓": r"$\downarrow$",
+    "%": r"\%",
+    "_": r"\_",
+    "&": r"\&",
+    "#": r"\#",
+}
 
 
 def _latex_escape(text: str) -> str:

@@ -23,6 +23,7 @@ from analysis import (
 )
 from analysis.__main__ import main as analysis_main
 from tunelab.results import IDENTITY_FILE, PREVIEWS_FOLDER, RESULTS_FILE
+from tunelab.summary import on_split
 from tunelab.tracking.layout import TAG_ROLE, TAG_SWEEP_ID
 
 GOLDEN = Path(__file__).parent / "data" / "golden_results.csv"
@@ -99,6 +100,22 @@ def test_multiclass_table_has_accuracy() -> None:
     assert table["arm"].tolist() == ["baseline", "dropout", "augmentation", "bce_logits"]
 
 
+def test_trials_not_in_the_means_are_shown_with_their_last_score_and_epoch() -> None:
+    table = main_table(golden_frame()).set_index("arm")
+    # the golden table's pruned seed reported IoU 0.600 at its last epoch (20)
+    assert table.loc["augmentation", "unscored"] == "pruned 0.6000 @ epoch 20"
+    assert table.loc["augmentation", "iou_mean"] == pytest.approx((0.790 + 0.805) / 2)
+    assert table.loc["bce_logits", "unscored"].split("; ") == [
+        "failed @ epoch 20",
+        "diverged @ epoch 20",
+        "failed @ epoch 20",
+    ]
+    assert table.loc["baseline", "unscored"] == ""
+    tested = golden_frame().assign(test_iou=0.5, test_dice=0.6, test_pixel_error=0.1)
+    on_test = main_table(on_split(tested, "test")).set_index("arm")
+    assert on_test.loc["augmentation", "unscored"] == "pruned 0.6000 @ epoch 20"  # validation's
+
+
 def test_latex_is_booktabs_with_escaped_symbols() -> None:
     latex = format_latex(main_table(golden_frame()), caption="Table 1 of study_A")
     assert r"\toprule" in latex and r"\bottomrule" in latex
@@ -106,7 +123,8 @@ def test_latex_is_booktabs_with_escaped_symbols() -> None:
     assert r"\caption{Table 1 of study\_A}" in latex
     assert "±" not in latex
     header = next(line for line in latex.splitlines() if line.startswith("Arm"))
-    assert header.count("&") == 6  # arm, IoU, Dice, pixel error, time, n, trials
+    # arm, IoU, Dice, pixel error, time, n, trials, and the trials not in the means
+    assert header.count("&") == 7
 
 
 def test_paired_comparison_edge_cases() -> None:

@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from analysis import class_tables, comparison_table, main_table, threshold_table
+from analysis.stats import holm
 from tunelab.summary import REFERENCE_ARM
 
 GOLDEN = Path(__file__).parent / "data" / "golden_results.csv"
@@ -108,7 +109,12 @@ def test_comparison_with_no_shared_seed_says_why(frame: pd.DataFrame) -> None:
     )
     assert row["n"] == 0
     assert math.isnan(row["p_value"])
-    assert row["note"] == "no seed scored in both"
+    # the statuses that left no pair are named
+    assert row["note"] == (
+        "no replicate scored in both (bce_logits: 2 failed, 1 diverged; "
+        "baseline: 2 converged, 1 completed)"
+    )
+    assert math.isnan(row["p_holm"])  # not in the family of tested comparisons
 
 
 def test_threshold_table(frame: pd.DataFrame) -> None:
@@ -128,3 +134,14 @@ def test_class_tables(frame: pd.DataFrame) -> None:
         row = tables["augmentation"].set_index("class").loc[name]
         assert row["iou_mean"] == pytest.approx(statistics.mean(values), abs=1e-12)
         assert row["n"] == 2
+
+
+def test_holm_matches_a_hand_worked_family():
+    # m = 4: sorted 0.005, 0.01, 0.03, 0.04 -> x4, x3, x2, x1 = 0.02, 0.03, 0.06, 0.04;
+    # made non-decreasing: 0.02, 0.03, 0.06, 0.06; back in the input's order:
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    # a NaN is not in the family (m = 2 here), and nothing exceeds 1
+    adjusted = holm([0.6, math.nan, 0.7])
+    assert adjusted[0] == pytest.approx(1.0) and adjusted[2] == pytest.approx(1.0)
+    assert math.isnan(adjusted[1])
+    assert holm([]) == []

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 import pandas as pd
 
-from tunelab.metric_names import ALL_METRICS, COUNT_METRICS, TEST_PREFIX
+from tunelab.metric_names import ALL_METRICS, BOUNDARY_METRICS, COUNT_METRICS, TEST_PREFIX
 from tunelab.results import SCORED_STATUSES
 
 SUMMARY_METRICS = ("iou", "dice", "pixel_error")
@@ -25,13 +25,25 @@ HEADERS = {
     "class": "Class",
     "threshold": "Threshold",
     "metric": "Metric",
-    **{name: metric.label for name, metric in ALL_METRICS.items()},
+    # lower-is-better scores say so in their header
+    **{name: f"{m.label}{'' if m.higher_is_better else ' ↓'}" for name, m in ALL_METRICS.items()},
     "time_s": "Time (s)",
+    "unscored": "Not in the means: last validation IoU",
     "n": "n",
     "statuses": "Trials",
     "mean_diff": "Δ vs baseline",
-    "ci": "95% CI",
+    "ci": "95% CI (t, replicates)",
+    "boot": "95% CI (cases x replicates)",
     "p_value": "p",
+    "p_holm": "p (Holm)",
+    "case_boot": "95% CI (cases)",
+    "interval": "95% CI (cases x replicates)",
+    "mean": "Mean",
+    "p_best": "P(best)",
+    "replicates": "Replicates",
+    "cases": "Cases",
+    "case": "Case",
+    "images": "Images",
     "note": "Note",
 }
 
@@ -48,9 +60,16 @@ def default_split(results: pd.DataFrame) -> str:
     return "test" if has_test_scores(results) else "validation"
 
 
+# each trial's validation IoU at its last reported epoch, kept on either split: what a pruned,
+# diverged or failed trial (never averaged) is shown with
+LAST_REPORTED = "last_val_iou"
+
+
 def on_split(results: pd.DataFrame, split: str) -> pd.DataFrame:
     """The results with one split's scores under the plain names (`iou`, `iou/Normal`, ...), so
     every table is built the same way from either split."""
+    if "iou" in results and LAST_REPORTED not in results:
+        results = results.assign(**{LAST_REPORTED: results["iou"]})
     tested = [c for c in results.columns if c.startswith(TEST_PREFIX)]
     if split == "validation":
         return results.drop(columns=tested)
@@ -118,8 +137,11 @@ def is_multiclass(results: pd.DataFrame) -> bool:
 
 
 def table_metrics(results: pd.DataFrame) -> tuple[str, ...]:
-    """IoU, Dice, pixel error, and accuracy where it differs from 1 - pixel error (multi-class)."""
-    return (*SUMMARY_METRICS, "accuracy") if is_multiclass(results) else SUMMARY_METRICS
+    """IoU, Dice, pixel error, accuracy where it differs from 1 - pixel error (multi-class), and
+    the boundary metrics (HD95, NSD) where the split has them (the test set)."""
+    counted = (*SUMMARY_METRICS, "accuracy") if is_multiclass(results) else SUMMARY_METRICS
+    boundary = [m for m in BOUNDARY_METRICS if m in results and results[m].notna().any()]
+    return (*counted, *boundary)
 
 
 def summarise_trials(
@@ -139,18 +161,38 @@ def summarise_trials(
 
 
 def main_table(results: pd.DataFrame) -> pd.DataFrame:
-    """Arm x (IoU, Dice, pixel error[, accuracy], time): mean and std over the scored seeds.
+    """Arm x (IoU, Dice, pixel error[, accuracy][, HD95, NSD], time): mean and std over the
+    scored replicates.
 
     The first row is the all-foreground prediction (study A's "Random" row), scored on each
     replicate's own split (validation, or the shared test set) and averaged over replicates;
-    multi-class results have none.
+    multi-class results have none. Where an arm has trials that are not in its means (pruned,
+    diverged, failed), `unscored` shows each one's last validation IoU and the epoch it ended at.
     """
     primary = primary_rows(results)
     columns = (*table_metrics(results), "time_s")
     reference = _reference_row(primary, table_metrics(results))
     rows = [reference] if reference["n"] else []  # multi-class has no all-foreground score
-    rows += [summarise_trials({"arm": arm}, trials, columns) for arm, trials in by_arm(primary)]
-    return summary_frame(rows)
+    for arm, trials in by_arm(primary):
+        row = summarise_trials({"arm": arm}, trials, columns)
+        row["unscored"] = _unscored(trials)
+        rows.append(row)
+    frame = summary_frame(rows)
+    if not frame["unscored"].fillna("").astype(bool).any():
+        frame = frame.drop(columns="unscored")
+    return frame
+
+
+def _unscored(trials: pd.DataFrame) -> str:
+    """`pruned 0.7810 @ epoch 4; diverged @ epoch 7`: the trials not in the means, each with its
+    last validation IoU (a number that no decision, and no other arm, is averaged with)."""
+    notes = []
+    for row in trials[~trials["status"].isin(SCORED_STATUSES)].to_dict("records"):
+        score = row.get(LAST_REPORTED, row.get("iou", math.nan))  # not split yet: validation
+        value = "" if _missing(score) else f" {score:.4f}"
+        epoch = f" @ epoch {int(row['epochs'])}" if "epochs" in row else ""
+        notes.append(f"{row['status']}{value}{epoch}")
+    return "; ".join(notes)
 
 
 def split_reference(table: pd.DataFrame) -> tuple[pd.Series | None, pd.DataFrame]:
@@ -163,7 +205,8 @@ def split_reference(table: pd.DataFrame) -> tuple[pd.Series | None, pd.DataFrame
 def summary_frame(rows: list[dict[str, object]]) -> pd.DataFrame:
     """Rows of `summarise_trials` as a frame: label, metrics, n, then the trials' statuses."""
     frame = pd.DataFrame(rows)
-    order = [c for c in frame.columns if c not in ("n", "statuses")] + ["n", "statuses"]
+    tail = [c for c in ("n", "statuses", "unscored") if c in frame.columns]
+    order = [c for c in frame.columns if c not in tail] + tail
     return frame[order]
 
 
@@ -204,26 +247,42 @@ def display_cells(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
 
 
 def _header(column: str) -> str:
-    if column == "ci_low":
-        return HEADERS["ci"]
+    if column.startswith("rank_"):
+        return f"Rank {column.removeprefix('rank_')}"
+    if column.endswith("_low"):  # an interval: `ci_low` and `ci_high` in one cell
+        return HEADERS.get(column.removesuffix("_low"), column)
     return HEADERS.get(column.removesuffix("_mean"), column)
 
 
 def _cell(column: str, record: dict[str, object]) -> str:
     value = record[column]
+    digits = _digits(column, record)
     if column.endswith("_mean"):
-        digits = 1 if column.startswith("time_s") else 4
         return _mean_std(value, record.get(column.replace("_mean", "_std")), digits)
-    if column == "ci_low":
-        low, high = value, record["ci_high"]
-        return "-" if _missing(low) else f"[{low:+.4f}, {high:+.4f}]"
+    if column.endswith("_low"):
+        low, high = value, record[column.replace("_low", "_high")]
+        signed = column in ("ci_low", "boot_low")  # differences: signed
+        form = f"+.{digits}f" if signed else f".{digits}f"
+        return "-" if _missing(low) else f"[{low:{form}}, {high:{form}}]"
     if column == "mean_diff":
-        return "-" if _missing(value) else f"{value:+.4f}"
-    if column == "p_value":
+        return "-" if _missing(value) else f"{value:+.{digits}f}"
+    if column in ("p_value", "p_holm"):
         return "-" if _missing(value) else f"{value:.3g}"
     if column == "metric":
         return HEADERS.get(str(value), str(value))
-    return "" if value is None or _missing(value) else str(value)
+    if isinstance(value, float):
+        return "-" if _missing(value) else f"{value:.{digits}f}"
+    return "" if value is None else str(value)
+
+
+def _digits(column: str, record: dict[str, object]) -> int:
+    """Decimals: 1 for seconds, 2 for distances in pixels (HD95), 4 for scores in [0, 1]."""
+    metric = str(record.get("metric", column))
+    if column.startswith("time_s"):
+        return 1
+    if column == "p_best" or column.startswith("rank_"):  # shares of resamples
+        return 2
+    return 2 if column.startswith("hd95") or metric == "hd95" else 4
 
 
 def _missing(value: object) -> bool:
