@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from analysis.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
 from analysis.mlflow_sweep import load_mlflow_sweep, log_report
 from analysis.report import AnalysisError, build_report, load_sweep
 from tunelab.tracking.store import tracking_uri
@@ -36,6 +37,21 @@ def main(argv: list[str] | None = None) -> int:
         choices=["test", "validation"],
         help="what the tables score (default: test when the sweep has test scores)",
     )
+    parser.add_argument(
+        "--bootstrap",
+        type=int,
+        default=DEFAULT_RESAMPLES,
+        metavar="N",
+        help="resamples of the test cases for every interval on the test split "
+        f"(default {DEFAULT_RESAMPLES}; recorded in the report)",
+    )
+    parser.add_argument(
+        "--bootstrap-seed",
+        type=int,
+        default=DEFAULT_SEED,
+        metavar="S",
+        help=f"seed of those resamples (default {DEFAULT_SEED}; recorded in the report)",
+    )
     parser.add_argument("--sweep-id", help="with an experiment: this sweep, not the newest")
     parser.add_argument("--no-mlflow", action="store_true", help="do not log the report to MLflow")
     args = parser.parse_args(argv)
@@ -46,7 +62,15 @@ def main(argv: list[str] | None = None) -> int:
         else:  # the sweep's files are downloaded into <out>/sweep
             out, uri = Path(args.out or f"analysis-{args.sweep}"), args.mlflow_uri or tracking_uri()
             sweep = load_mlflow_sweep(args.sweep, out / "sweep", uri, args.sweep_id)
-        report = build_report(sweep, out, baseline=args.baseline, arm=args.arm, split=args.split)
+        report = build_report(
+            sweep,
+            out,
+            baseline=args.baseline,
+            arm=args.arm,
+            split=args.split,
+            resamples=args.bootstrap,
+            seed=args.bootstrap_seed,
+        )
     except AnalysisError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -36,6 +36,7 @@ from scipy import stats
 
 DEFAULT_RESAMPLES = 4000  # Monte Carlo error of a 95% bound: about 1% of the interval's width
 DEFAULT_SEED = 0
+MIN_CASES = 5  # for a case-level interval (3 cases have 10 distinct resamples)
 
 
 @dataclass(frozen=True)
@@ -131,8 +132,9 @@ def case_interval(
     case_totals: np.ndarray, case_counts: np.ndarray, resamples: int, seed: int
 ) -> tuple[float, float]:
     """95% percentile interval of an image-mean score when only the cases are resampled
-    (`scipy.stats.bootstrap`, one level); case_totals and case_counts are (C,)."""
-    if len(case_totals) < 2:
+    (`scipy.stats.bootstrap`, one level); case_totals and case_counts are (C,). None (NaN) for
+    fewer than MIN_CASES cases, whose few distinct resamples make no interval."""
+    if len(case_totals) < MIN_CASES:
         return (np.nan, np.nan)
 
     def image_mean(totals: np.ndarray, counts: np.ndarray, axis: int = -1) -> np.ndarray:

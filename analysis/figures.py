@@ -10,6 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from tunelab.metric_names import ALL_METRICS
 from tunelab.summary import split_reference
 
 
@@ -48,7 +49,9 @@ def learning_curves(
     panels: list[tuple[str, str, list[str]]] = []  # (column, y label, arms)
     arms = list(dict.fromkeys(str(a) for a in epochs["arm"]))
     if metric in epochs:
-        panels.append((metric, f"validation {metric.removeprefix('val_')}", arms))
+        name = metric.removeprefix("val_")
+        label = ALL_METRICS[name].label if name in ALL_METRICS else name
+        panels.append((metric, f"validation {label}", arms))
     if "val_loss" in epochs:
         for loss, members in groups.items():
             panels.append(

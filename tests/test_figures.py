@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PolyCollection
 from PIL import Image
 
-from analysis.figures import learning_curves, metric_bars
+from analysis.figures import forest, learning_curves, metric_bars, rank_blobs
 from tunelab.summary import REFERENCE_ARM
 from tunelab.tracking.figures import learning_curve, prediction_grid, save_png
 
@@ -116,3 +117,59 @@ def test_prediction_grid_shows_input_truth_and_prediction_per_class():
         assert axes[row, 2].images[0].get_clim() == (0, 1)  # 1 is white, not rescaled
         assert axes[row, 0].get_ylabel() == preview["classes"][row]
     assert [ax.get_title() for ax in axes[0]] == ["input", "truth", "prediction"]
+
+
+def test_learning_curves_put_each_loss_function_on_its_own_axis_and_epochs_on_integers():
+    epochs = pd.DataFrame(
+        {
+            "arm": ["a", "a", "b", "b"],
+            "seed": [0, 0, 0, 0],
+            "epoch": [1, 2, 1, 2],
+            "val_loss": [0.5, 0.4, 0.02, 0.01],  # BCE and smooth L1: scales 25x apart
+            "val_iou": [0.6, 0.7, 0.65, 0.72],
+            "trend": [-0.1, -0.05, -0.2, -0.1],
+        }
+    )
+    fig = learning_curves(epochs, 0.01, losses={"a": "bce", "b": "smooth_l1"})
+    iou_ax, bce_ax, l1_ax, trend_ax = fig.axes
+    assert trend_ax.get_ylabel() == "trend index"
+    assert iou_ax.get_ylabel() == "validation IoU"
+    assert {line.get_label() for line in iou_ax.get_lines()} == {"a", "b"}  # one shared axis
+    assert [line.get_label() for line in bce_ax.get_lines()] == ["a"]
+    assert [line.get_label() for line in l1_ax.get_lines()] == ["b"]
+    assert bce_ax.get_ylabel() == "validation loss (bce)"
+    FigureCanvasAgg(fig).draw()
+    for ax in fig.axes:
+        ticks = ax.get_xticks()
+        assert np.allclose(ticks, np.round(ticks)), ticks  # no epoch 1.25
+
+
+def test_forest_draws_both_intervals_and_the_zero_line():
+    comparison = pd.DataFrame(
+        {
+            "arm": ["b", "c"],
+            "metric": ["iou", "iou"],
+            "mean_diff": [0.02, -0.01],
+            "ci_low": [0.00, -0.05],
+            "ci_high": [0.04, 0.03],
+            "boot_low": [0.01, -0.03],
+            "boot_high": [0.03, 0.01],
+        }
+    )
+    (ax,) = forest(comparison, ["iou"], {"iou": "IoU"}).axes
+    segments = [c for c in ax.collections if hasattr(c, "get_segments")]
+    spans = sorted(tuple(np.round(seg[:, 0], 6)) for col in segments for seg in col.get_segments())
+    assert spans == [(-0.05, 0.03), (-0.03, 0.01), (0.0, 0.04), (0.01, 0.03)]
+    zero = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert zero and zero[0].get_xdata()[0] == 0
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["b", "c"]
+
+
+def test_rank_blobs_size_each_dot_by_its_share():
+    ranks = pd.DataFrame({"arm": ["a", "b"], "rank_1": [0.75, 0.25], "rank_2": [0.25, 0.75]})
+    (ax,) = rank_blobs(ranks).axes
+    sizes = [size for col in ax.collections for size in col.get_sizes()]
+    offsets = [tuple(o) for col in ax.collections for o in col.get_offsets()]
+    by_point = dict(zip(offsets, sizes, strict=True))
+    assert by_point[(1.0, 0.0)] == pytest.approx(3 * by_point[(2.0, 0.0)])  # a: rank 1 3x rank 2
+    assert by_point[(2.0, 1.0)] == pytest.approx(by_point[(1.0, 0.0)])
