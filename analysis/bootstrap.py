@@ -15,11 +15,11 @@ Each draw of an arm's score is the sum of two independent parts:
    arms' replicate scores across replicates, less what the case-level noise already puts into
    that covariance (estimated from the same case resamples; otherwise it would be counted twice).
 
-Percentile intervals of these draws cover a true difference of 0 in 93-98% of simulated studies
+Percentile intervals of these draws cover a true difference of 0 in 94-98% of simulated studies
 with case effects, seed effects and noise in any proportion, for 3 or 5 replicates
-(`tests/test_bootstrap.py`); resampling both levels (the "pigeonhole" bootstrap) covered 77-99%,
-depending on the proportion. SciPy's `scipy.stats.bootstrap` resamples one level, so it serves
-the per-class case-level intervals (`case_interval`), not this design.
+(`bench/bootstrap_calibration.py`); resampling both levels (the "pigeonhole" bootstrap) covered
+74-100%, depending on the proportion. SciPy's `scipy.stats.bootstrap` resamples one level, so
+it serves the per-class case-level intervals (`case_interval`), not this design.
 
 The RNG use is fixed, so a test can redo every draw with plain NumPy: `np.random.default_rng(
 [seed, stream])`, then `multinomial(C, [1/C] * C, size=B)` for the cases,

@@ -1,6 +1,7 @@
 """The two-level bootstrap (cases resampled, replicates through Student's t): golden values
 recomputed here with plain NumPy from the documented RNG steps, and a simulation of its
-calibration and power."""
+calibration and power (studies sized like the EBHI held-out sweep; `bench/bootstrap_calibration.py`
+runs more scenarios)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.bootstrap import CaseScores, case_interval, case_scores, draws, interval, rank_shares
+from analysis.bootstrap import case_interval, case_scores, draws, interval, rank_shares
+from bench.bootstrap_calibration import simulated_study
 
 
 def golden_images() -> pd.DataFrame:
@@ -132,27 +134,6 @@ def test_case_interval_agrees_with_a_plain_case_bootstrap():
     assert low == pytest.approx(expected[0], abs=0.05 * width)  # Monte Carlo error only
     assert high == pytest.approx(expected[1], abs=0.05 * width)
     assert low < totals.sum() / counts.sum() < high
-
-
-def simulated_study(
-    rng: np.random.Generator, replicates: int, effect: float, cases: int = 40
-) -> CaseScores:
-    """Two arms over the same cases and seeds: a case effect and a seed effect shared by both,
-    each trial's own level, each arm's own case effect, and per-image noise (components sized
-    like the EBHI held-out sweep's, bench/results/ebhi_table1_cpu_heldout)."""
-    counts = rng.integers(1, 10, cases).astype(float)
-    shape = (2, replicates, cases)
-    mean = (
-        0.7
-        + np.array([0.0, effect])[:, None, None]
-        + rng.normal(0, 0.05, (1, 1, cases))  # case difficulty
-        + rng.normal(0, 0.02, (1, replicates, 1))  # seed: split and initial weights
-        + rng.normal(0, 0.006, (2, replicates, 1))  # the trial's own level
-        + rng.normal(0, 0.018, (2, 1, cases))  # the arm's own case effect
-        + rng.normal(0, 0.07, shape) / np.sqrt(counts)  # images
-    )
-    seeds = tuple((s, 0) for s in range(replicates))
-    return CaseScores(("a", "b"), seeds, tuple(map(str, range(cases))), mean * counts, counts)
 
 
 @pytest.mark.parametrize("replicates", [3, 5])

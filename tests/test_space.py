@@ -36,6 +36,26 @@ def test_every_shipped_space_is_in_readme():
     assert [p.name for p in SPACES if f"`{p.name}`" not in shipped] == []
 
 
+def test_readme_s_example_is_the_shipped_losses_space():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    example = readme.split("A complete\nexample, `search_spaces/losses.py`:", 1)[1]
+    example = example.split("```python\n", 1)[1].split("```", 1)[0]
+    shipped = (Path(__file__).resolve().parents[1] / "search_spaces" / "losses.py").read_text()
+    code = shipped.split('"""', 2)[2]  # after the docstring
+
+    def statements(text: str) -> list[str]:
+        return [line.split("  #")[0] for line in text.splitlines() if line and line[0] != "#"]
+
+    assert statements(example) == statements(code)
+
+
+def test_losses_is_an_ablation_that_runs_every_trial_to_its_end():
+    # asynchronous rungs would prune by arrival order (README, "Fair pruning")
+    study = load_study(Path("search_spaces/losses.py"))
+    assert study.scheduler == "none"
+    assert tuple(study.seeds) == (0, 1)
+
+
 def test_ebhi_table1_is_study_a():
     study = load_study(Path("search_spaces/ebhi_table1.py"))
     assert study.kind == "ablation" and study.scheduler == "none"
