@@ -43,6 +43,7 @@ LAYERS = {
     "tunelab.tracking": 3,
     "tunelab.runner": 3,
     "tunelab.sweep": 4,
+    "tunelab.predict": 4,
     "analysis": 5,
 }
 # the package itself (its __init__ is a docstring; `from tunelab import x` names it), matched

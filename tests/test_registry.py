@@ -15,7 +15,13 @@ from tunelab import epoch_report, metrics, summary
 from tunelab.config import BINARY_ONLY_LOSSES, LossName, TrialConfig
 from tunelab.epoch_report import EpochResult, is_epoch_value, is_test_value
 from tunelab.losses import LOSSES
-from tunelab.metric_names import ALL_METRICS, BOUNDARY_METRICS, COUNT_METRICS, IMAGE_METRICS
+from tunelab.metric_names import (
+    ALL_METRICS,
+    BOUNDARY_METRICS,
+    COUNT_METRICS,
+    IMAGE_METRICS,
+    MetricName,
+)
 from tunelab.results import trial_rows
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
@@ -55,6 +61,11 @@ def test_the_metric_functions_are_the_registry_s_count_metrics_in_order():
     assert (*COUNT_METRICS, *BOUNDARY_METRICS) == IMAGE_METRICS
 
 
+def header(metric: MetricName) -> str:
+    """A table's header: the label, marked where lower is better."""
+    return metric.label + ("" if metric.higher_is_better else " ↓")
+
+
 def binary_scores() -> dict[str, float]:
     logits = torch.tensor([[[[2.0, -2.0], [1.0, -1.0]]]]).repeat(2, 1, 1, 1)
     target = torch.tensor([[[1, 0], [0, 0]]]).repeat(2, 1, 1)
@@ -75,7 +86,7 @@ def test_every_count_metric_is_scored_reported_logged_and_tabled(name):
     row = trial_rows(TrialConfig(), {}, report, ["A", "B"])[0]
     for column in (name, f"{name}/A", f"test_{name}", f"test_{name}/B", f"foreground_{name}_all"):
         assert column in row, column
-    assert summary.HEADERS[name] == COUNT_METRICS[name].label
+    assert summary.HEADERS[name] == header(COUNT_METRICS[name])
 
 
 @pytest.mark.parametrize("name", list(BOUNDARY_METRICS))
@@ -87,7 +98,7 @@ def test_every_boundary_metric_is_scored_on_the_test_set_and_tabled(name):
     report = {f"test_{name}": 1.0, "test_iou/A": 0.5}
     row = trial_rows(TrialConfig(), {}, report, [])[0]
     assert row[f"test_{name}"] == 1.0
-    assert summary.HEADERS[name] == BOUNDARY_METRICS[name].label
+    assert summary.HEADERS[name] == header(BOUNDARY_METRICS[name])
 
 
 def test_every_metric_has_a_label_and_a_direction():

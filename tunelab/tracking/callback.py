@@ -25,6 +25,7 @@ from tunelab.tracking.layout import (
     TAG_RETRIES,
     TAG_SEED,
     TAG_STATUS,
+    TAG_SWEEP_DIR,
     TAG_TRIAL_ID,
     experiment_id,
     find_runs,
@@ -48,11 +49,14 @@ class SweepTracker(tune.Callback):
 
     FINAL_WAIT_S = 60.0  # how long the sweep's end waits for an unreachable server
 
-    def __init__(self, study: Study, sweep_id: str, experiment: str, log_model: bool) -> None:
+    def __init__(
+        self, study: Study, sweep_id: str, experiment: str, log_model: bool, sweep_dir: str = ""
+    ) -> None:
         self.study = study
         self.sweep_id = sweep_id
         self.experiment = experiment
         self.log_model = log_model
+        self.sweep_dir = sweep_dir  # tagged on the parent run, so an experiment finds its files
         self._reset()
 
     def _reset(self) -> None:
@@ -67,10 +71,11 @@ class SweepTracker(tune.Callback):
         self._recheck: set[str] = set()  # runs whose last logged epoch must be asked again
 
     def __getstate__(self) -> dict[str, Any]:
-        return {key: getattr(self, key) for key in ("study", "sweep_id", "experiment", "log_model")}
+        kept = ("study", "sweep_id", "experiment", "log_model", "sweep_dir")
+        return {key: getattr(self, key, "") for key in kept}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        self.__dict__.update({"sweep_dir": "", **state})  # sweeps pickled before sweep_dir
         self._reset()
 
     @property
@@ -97,8 +102,9 @@ class SweepTracker(tune.Callback):
             self._parent_id = parents[0].info.run_id
             self.client.update_run(self._parent_id, status="RUNNING")
         else:
+            tags = {**self._code_version, TAG_SWEEP_DIR: self.sweep_dir}
             self._parent_id = open_sweep_run(
-                self.client, self._experiment_id, self.study, self.sweep_id, self._code_version
+                self.client, self._experiment_id, self.study, self.sweep_id, tags
             )
         for run in find_runs(self.client, self._experiment_id, self.sweep_id, "trial"):
             self._runs[run.data.tags[TAG_TRIAL_ID]] = run.info.run_id

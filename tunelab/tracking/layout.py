@@ -24,6 +24,7 @@ TAG_STATUS = "tunelab.status"  # running, then completed / converged / pruned / 
 TAG_REASON = "tunelab.reason"  # why a trial failed or diverged
 TAG_NODE = "tunelab.node_id"
 TAG_RETRIES = "tunelab.retries"
+TAG_SWEEP_DIR = "tunelab.sweep_dir"  # the parent run's: where the sweep folder was written
 
 
 def find_runs(
