@@ -154,3 +154,29 @@ def test_an_mlflow_experiment_leads_to_its_sweep_folder(tiny_sweep, images, tmp_
     assert (
         "'nope' is not a sweep folder, and no MLflow experiment 'nope'" in capsys.readouterr().err
     )
+
+
+def test_receptive_fields_of_an_arm(tiny_sweep, images, tmp_path, capsys):
+    out = tmp_path / "fields"
+    assert (
+        predict_main([str(tiny_sweep / "runs" / "tiny"), "--out", str(out), "--receptive-field"])
+        == 0
+    )
+    table = pd.read_csv(out / "receptive_field.csv").iloc[0]
+    assert table["theoretical"] == 44  # 3 levels (tests/test_receptive_field.py works it out)
+    assert 0 < table["effective_95 (zero input)"] <= table["non-zero (zero input)"] <= 44
+    assert (out / "receptive_field.png").stat().st_size > 0
+    assert "theoretical 44 px" in capsys.readouterr().out
+    assert (
+        predict_main(
+            [
+                str(tiny_sweep / "runs" / "tiny"),
+                str(images[0]),
+                "--out",
+                str(out),
+                "--receptive-field",
+            ]
+        )
+        == 0
+    )
+    assert "effective_95 (images)" in pd.read_csv(out / "receptive_field.csv")

@@ -23,6 +23,7 @@ from PIL import Image
 from tunelab import metrics
 from tunelab.metric_names import IMAGE_METRICS
 from tunelab.predict.ensemble import Ensemble, as_logits
+from tunelab.predict.fields import write_fields
 from tunelab.predict.images import Found, find_images, label_index, read_image, read_label
 from tunelab.predict.models import PredictError, arm_models, sweep_folder
 
@@ -41,7 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--mlflow-uri",
         help="with an experiment: its store (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)",
     )
-    parser.add_argument("images", help="a folder of images (flat, or a dataset layout)")
+    parser.add_argument(
+        "images",
+        nargs="?",
+        help="a folder of images (flat, or a dataset layout); optional with --receptive-field",
+    )
     parser.add_argument("--out", required=True, help="output folder; nothing is written elsewhere")
     parser.add_argument("--arm", help="the arm whose models predict (default: the best by IoU)")
     parser.add_argument("--single", metavar="TRIAL_ID", help="one trial's model, not the ensemble")
@@ -49,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--probabilities", action="store_true", help="also write .npy maps")
     parser.add_argument("--overlay", action="store_true", help="also write the mask's contour")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument(
+        "--receptive-field",
+        action="store_true",
+        help="instead of predicting: the arm's theoretical and effective receptive fields",
+    )
     return parser
 
 
@@ -66,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
 def predict(args: argparse.Namespace) -> str:
     members = arm_models(sweep_folder(args.sweep, args.mlflow_uri), args.arm, args.single)
     ensemble = Ensemble(members, args.device)
+    if args.receptive_field:
+        out = Path(args.out).resolve()
+        out.mkdir(parents=True, exist_ok=True)
+        return write_fields(ensemble, find_images(Path(args.images)) if args.images else [], out)
+    if not args.images:
+        raise PredictError("no images folder given (it is optional only with --receptive-field)")
     found = find_images(Path(args.images))
     labels = label_index(Path(args.labels)) if args.labels else {}
     out = Path(args.out).resolve()
