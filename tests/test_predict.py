@@ -180,3 +180,23 @@ def test_receptive_fields_of_an_arm(tiny_sweep, images, tmp_path, capsys):
         == 0
     )
     assert "effective_95 (images)" in pd.read_csv(out / "receptive_field.csv")
+
+
+def test_a_registered_ensemble_gives_the_cli_s_masks(tiny_sweep, images, tmp_path, capsys):
+    import mlflow.pyfunc
+
+    uri = f"sqlite:///{tmp_path / 'registry.db'}"
+    out = tmp_path / "out"
+    code = run(tiny_sweep, images[0], out, "--register", "tiny-a", "--mlflow-uri", uri)
+    assert code == 0
+    assert "registered 'tiny-a' version 1" in capsys.readouterr().out
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.pyfunc.load_model("models:/tiny-a/1")
+    assert model.metadata.signature is not None
+    for path in sorted(images[0].glob("*.png")):
+        pixels = np.asarray(Image.open(path).convert("L"))[None, :, :, None]
+        probabilities = model.predict(pixels)
+        assert probabilities.shape == (1, 1, *pixels.shape[1:3])
+        mask = (probabilities[0, 0] >= 0.5).astype(np.uint8) * 255
+        expected = np.asarray(Image.open(out / path.name.replace(".png", "_mask.png")))
+        np.testing.assert_array_equal(mask, expected)

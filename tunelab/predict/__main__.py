@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import cv2
+import mlflow
 import numpy as np
 import pandas as pd
 import torch
@@ -25,7 +26,9 @@ from tunelab.metric_names import IMAGE_METRICS
 from tunelab.predict.ensemble import Ensemble, as_logits
 from tunelab.predict.fields import write_fields
 from tunelab.predict.images import Found, find_images, label_index, read_image, read_label
-from tunelab.predict.models import PredictError, arm_models, sweep_folder
+from tunelab.predict.models import PredictError, arm_models, read_identity, sweep_folder
+from tunelab.predict.registry import register
+from tunelab.tracking.store import tracking_uri
 
 BATCH = 16  # images per forward pass
 PROGRESS_ABOVE = 200  # folders larger than this get a progress line
@@ -55,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overlay", action="store_true", help="also write the mask's contour")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument(
+        "--register",
+        metavar="NAME",
+        help="also register the ensemble in the MLflow Model Registry as NAME (a pyfunc model)",
+    )
+    parser.add_argument(
         "--receptive-field",
         action="store_true",
         help="instead of predicting: the arm's theoretical and effective receptive fields",
@@ -74,8 +82,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def predict(args: argparse.Namespace) -> str:
-    members = arm_models(sweep_folder(args.sweep, args.mlflow_uri), args.arm, args.single)
+    folder = sweep_folder(args.sweep, args.mlflow_uri)
+    members = arm_models(folder, args.arm, args.single)
     ensemble = Ensemble(members, args.device)
+    registered = _register(ensemble, folder, args) if args.register else ""
     if args.receptive_field:
         out = Path(args.out).resolve()
         out.mkdir(parents=True, exist_ok=True)
@@ -144,7 +154,20 @@ def predict(args: argparse.Namespace) -> str:
         )
     if labels:
         lines.append(_write_scores(out, scores))
+    if registered:
+        lines.append(registered)
     return "\n".join(lines)
+
+
+def _register(ensemble: Ensemble, folder: Path, args: argparse.Namespace) -> str:
+    """Register the ensemble in the sweep's MLflow store (its experiment), before predicting."""
+    identity = read_identity(folder)
+    uri = args.mlflow_uri or identity.get("mlflow_uri") or tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    experiment = identity.get("experiment") or folder.name
+    version = register(ensemble, args.register, experiment)
+    model_uri = f"models:/{args.register}/{version}"
+    return f"registered {args.register!r} version {version} in {uri} ({model_uri})"
 
 
 def _inside(out: Path, name: str) -> Path:

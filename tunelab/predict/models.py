@@ -20,7 +20,7 @@ import pandas as pd
 from tunelab import checkpoint, summary
 from tunelab.config import VALID_KEYS, TrialConfig
 from tunelab.metric_names import ALL_METRICS
-from tunelab.results import RESULTS_FILE, SCORED_STATUSES
+from tunelab.results import IDENTITY_FILE, RESULTS_FILE, SCORED_STATUSES
 from tunelab.tracking.layout import TAG_SWEEP_DIR, latest_sweep
 from tunelab.tracking.store import tracking_uri
 
@@ -68,6 +68,12 @@ def sweep_folder(sweep: str, mlflow_uri: str | None = None) -> Path:
             "on this machine; copy it here and pass its path"
         )
     return Path(recorded)
+
+
+def read_identity(folder: Path) -> dict[str, str]:
+    """The sweep's `tunelab.json`: its MLflow experiment and store (empty if absent)."""
+    path = folder / IDENTITY_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def read_results(folder: Path) -> pd.DataFrame:
