@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from tunelab import metrics
@@ -166,7 +167,17 @@ def test_receptive_fields_of_an_arm(tiny_sweep, images, tmp_path, capsys):
     assert table["theoretical"] == 44  # 3 levels (tests/test_receptive_field.py works it out)
     assert 0 < table["effective_95 (zero input)"] <= table["non-zero (zero input)"] <= 44
     assert (out / "receptive_field.png").stat().st_size > 0
-    assert "theoretical 44 px" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "theoretical 44 px" in printed and "logged to the MLflow runs of 2 trial(s)" in printed
+    client = MlflowClient(f"sqlite:///{tiny_sweep / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    trials = [r for r in runs if r.data.tags.get("tunelab.role") == "trial"]
+    for trial in trials:
+        logged = {a.path for a in client.list_artifacts(trial.info.run_id, "receptive_field")}
+        assert logged == {
+            "receptive_field/receptive_field.csv",
+            "receptive_field/receptive_field.png",
+        }
     assert (
         predict_main(
             [

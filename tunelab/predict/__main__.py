@@ -19,15 +19,23 @@ import mlflow
 import numpy as np
 import pandas as pd
 import torch
+from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from tunelab import metrics
 from tunelab.metric_names import IMAGE_METRICS
 from tunelab.predict.ensemble import Ensemble, as_logits
-from tunelab.predict.fields import write_fields
+from tunelab.predict.fields import FIELD_FILES, write_fields
 from tunelab.predict.images import Found, find_images, label_index, read_image, read_label
-from tunelab.predict.models import PredictError, arm_models, read_identity, sweep_folder
+from tunelab.predict.models import (
+    PredictError,
+    TrialModel,
+    arm_models,
+    read_identity,
+    sweep_folder,
+)
 from tunelab.predict.registry import register
+from tunelab.tracking.layout import TAG_TRIAL_ID
 from tunelab.tracking.store import tracking_uri
 
 BATCH = 16  # images per forward pass
@@ -89,7 +97,9 @@ def predict(args: argparse.Namespace) -> str:
     if args.receptive_field:
         out = Path(args.out).resolve()
         out.mkdir(parents=True, exist_ok=True)
-        return write_fields(ensemble, find_images(Path(args.images)) if args.images else [], out)
+        found = find_images(Path(args.images)) if args.images else []
+        text = write_fields(ensemble, found, out)
+        return f"{text}\n{_log_to_trial_runs(out, members, folder, args)}"
     if not args.images:
         raise PredictError("no images folder given (it is optional only with --receptive-field)")
     found = find_images(Path(args.images))
@@ -157,6 +167,28 @@ def predict(args: argparse.Namespace) -> str:
     if registered:
         lines.append(registered)
     return "\n".join(lines)
+
+
+def _log_to_trial_runs(
+    out: Path, members: list[TrialModel], folder: Path, args: argparse.Namespace
+) -> str:
+    """Log the receptive-field files to each member trial's MLflow run (artifact path
+    `receptive_field/`); a store that cannot take them is reported, not fatal."""
+    identity = read_identity(folder)
+    uri = args.mlflow_uri or identity.get("mlflow_uri") or tracking_uri()
+    client = MlflowClient(uri)
+    try:
+        experiment = client.get_experiment_by_name(identity.get("experiment") or folder.name)
+        if experiment is None:
+            return f"MLflow: no experiment of this sweep in {uri}; the files are in {out}"
+        for member in members:
+            query = f"tags.`{TAG_TRIAL_ID}` = '{member.trial_id}'"
+            for run in client.search_runs([experiment.experiment_id], query):
+                for name in FIELD_FILES:
+                    client.log_artifact(run.info.run_id, str(out / name), "receptive_field")
+    except Exception as error:  # the files are on disk; MLflow is a copy
+        return f"MLflow: could not log the receptive field to {uri} ({error}); files in {out}"
+    return f"logged to the MLflow runs of {len(members)} trial(s) in {uri}"
 
 
 def _register(ensemble: Ensemble, folder: Path, args: argparse.Namespace) -> str:

@@ -22,6 +22,7 @@ from tunelab.predict.ensemble import Ensemble
 from tunelab.predict.images import Found, read_image, resize
 
 PROBE_IMAGES = 16  # images averaged over for the effective field
+FIELD_FILES = ("receptive_field.csv", "receptive_field.png")
 
 
 def write_fields(ensemble: Ensemble, images: list[Found], out: Path) -> str:
@@ -57,8 +58,9 @@ def write_fields(ensemble: Ensemble, images: list[Found], out: Path) -> str:
         **{f"effective_95 ({name})": rf.extent(grad) for name, grad in maps.items()},
         **{f"non-zero ({name})": rf.support(grad) for name, grad in maps.items()},
     }
-    pd.DataFrame([row]).to_csv(out / "receptive_field.csv", index=False)
-    figure(maps, theoretical, side).savefig(out / "receptive_field.png", dpi=100)
+    table, image = FIELD_FILES
+    pd.DataFrame([row]).to_csv(out / table, index=False)
+    figure(maps, theoretical, side).savefig(out / image, dpi=100)
     effective = ", ".join(f"{rf.extent(g)} px ({name})" for name, g in maps.items())
     return (
         f"receptive field of {row['arm']!r}: theoretical {theoretical} px (up to; "
