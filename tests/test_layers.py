@@ -29,6 +29,7 @@ LAYERS = {
     "tunelab.metrics": 1,
     "tunelab.early_stop": 1,
     "tunelab.inference": 1,
+    "tunelab.receptive_field": 1,
     "tunelab.device": 2,
     "tunelab.epoch_report": 2,
     "tunelab.checkpoint": 2,

@@ -193,7 +193,9 @@ def test_receptive_fields_of_an_arm(tiny_sweep, images, tmp_path, capsys):
     assert "effective_95 (images)" in pd.read_csv(out / "receptive_field.csv")
 
 
-def test_a_registered_ensemble_gives_the_cli_s_masks(tiny_sweep, images, tmp_path, capsys):
+def test_a_registered_ensemble_gives_the_cli_s_masks(
+    tiny_sweep, images, tmp_path, capsys, monkeypatch
+):
     import mlflow.pyfunc
 
     uri = f"sqlite:///{tmp_path / 'registry.db'}"
@@ -201,7 +203,9 @@ def test_a_registered_ensemble_gives_the_cli_s_masks(tiny_sweep, images, tmp_pat
     code = run(tiny_sweep, images[0], out, "--register", "tiny-a", "--mlflow-uri", uri)
     assert code == 0
     assert "registered 'tiny-a' version 1" in capsys.readouterr().out
-    mlflow.set_tracking_uri(uri)
+    # the CLI left MLflow's global store alone: this process's own setting still decides
+    assert mlflow.get_tracking_uri() != uri
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     model = mlflow.pyfunc.load_model("models:/tiny-a/1")
     assert model.metadata.signature is not None
     for path in sorted(images[0].glob("*.png")):

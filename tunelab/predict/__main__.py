@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import cv2
-import mlflow
 import numpy as np
 import pandas as pd
 import torch
@@ -195,9 +194,8 @@ def _register(ensemble: Ensemble, folder: Path, args: argparse.Namespace) -> str
     """Register the ensemble in the sweep's MLflow store (its experiment), before predicting."""
     identity = read_identity(folder)
     uri = args.mlflow_uri or identity.get("mlflow_uri") or tracking_uri()
-    mlflow.set_tracking_uri(uri)
     experiment = identity.get("experiment") or folder.name
-    version = register(ensemble, args.register, experiment)
+    version = register(ensemble, args.register, experiment, uri)
     model_uri = f"models:/{args.register}/{version}"
     return f"registered {args.register!r} version {version} in {uri} ({model_uri})"
 

@@ -9,8 +9,11 @@ normalisation; predicting runs the same `Ensemble` as the CLI, so the masks are 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +22,13 @@ import mlflow.pyfunc
 import numpy as np
 import torch
 from mlflow.models import ModelSignature
+from mlflow.tracking import MlflowClient
 from mlflow.types import Schema, TensorSpec
 
 from tunelab.config import TrialConfig
 from tunelab.predict.ensemble import Ensemble
 from tunelab.predict.models import TrialModel
+from tunelab.tracking.layout import experiment_id
 
 MANIFEST = "manifest.json"
 
@@ -58,9 +63,24 @@ class EnsembleModel(mlflow.pyfunc.PythonModel):
         return np.stack(self.ensemble.probabilities(images)).astype(np.float32)
 
 
-def register(ensemble: Ensemble, name: str, experiment: str) -> str:
-    """Log the ensemble as an MLflow model in a run of `experiment` and register it as `name`;
-    returns the new model version."""
+@contextlib.contextmanager
+def _tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's fluent API on `uri` for the block only: its global URI (and the
+    MLFLOW_TRACKING_URI it sets) are put back afterwards, so a caller in the same process
+    keeps its own store."""
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(None)  # back to resolving from the environment
+        if previous is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = previous
+
+
+def register(ensemble: Ensemble, name: str, experiment: str, uri: str) -> str:
+    """Log the ensemble as an MLflow model in a run of `experiment` in the store `uri` and
+    register it as `name`; returns the new model version."""
     members = ensemble.members
     with tempfile.TemporaryDirectory() as folder:
         artifacts = {"manifest": str(Path(folder) / MANIFEST)}
@@ -91,9 +111,14 @@ def register(ensemble: Ensemble, name: str, experiment: str) -> str:
                 [TensorSpec(np.dtype(np.float32), (-1, ensemble.cfg.out_channels, -1, -1))]
             ),
         )
-        mlflow.set_experiment(experiment)
         arm = members[0].arm
-        with mlflow.start_run(run_name=f"{arm} ensemble ({len(members)} models)"):
+        with (
+            _tracking_uri(uri),
+            mlflow.start_run(
+                experiment_id=experiment_id(MlflowClient(uri), experiment),
+                run_name=f"{arm} ensemble ({len(members)} models)",
+            ),
+        ):
             mlflow.log_params({"arm": arm, "members": ",".join(m.trial_id for m in members)})
             info = mlflow.pyfunc.log_model(
                 name="model",
