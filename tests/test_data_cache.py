@@ -189,3 +189,40 @@ def test_both_cache_writers_publish_readable_folders(tmp_path):
     loaded = load(DataConfig(cache_dir=str(tmp_path / "cache"), synthetic_images=12))
     for folder in (root, Path(loaded.cache_path)):
         assert folder.stat().st_mode & 0o777 == 0o755, folder
+
+
+def test_a_given_fingerprint_opens_the_entry_without_listing_or_hashing(
+    make_png_dataset, cfg, monkeypatch
+):
+    root = make_png_dataset("ebhi", {"Alpha": 2, "Beta": 1}, per_case=2, size=40)
+    (root / "Alpha" / "image" / "stray.png").write_bytes(b"no label for this one")
+    broken = root / "Beta" / "label" / "B00-1-400-000.png"
+    broken.write_bytes(b"definitely not a png")
+    driver = load(cfg(root, input_size=16))  # what a sweep's driver does once
+    assert driver.hashed and driver.skipped
+    from tunelab.data import cache
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a trial given the fingerprint must not list or hash the files")
+
+    monkeypatch.setattr(cache, "scan", forbidden)
+    monkeypatch.setattr(cache, "fingerprint", forbidden)
+    trial = load(cfg(root, input_size=16), {driver.root: driver.fingerprint})
+    assert not trial.hashed and trial.cache_hit and trial.fingerprint == driver.fingerprint
+    assert trial.cache_path == driver.cache_path and trial.layout == driver.layout
+    assert np.array_equal(trial.images, driver.images) and trial.files == driver.files
+    assert sorted(trial.skipped) == sorted(driver.skipped)  # the stray file and the broken label
+
+
+def test_a_given_fingerprint_without_its_entry_falls_back_to_hashing(make_png_dataset, cfg):
+    root = make_png_dataset("ebhi", {"Alpha": 2}, per_case=2, size=40)
+    driver = load(cfg(root, input_size=16))
+    # another size (or another node's empty cache): no entry under that fingerprint yet
+    trial = load(cfg(root, input_size=24), {driver.root: driver.fingerprint})
+    assert trial.hashed and not trial.cache_hit and trial.images.shape[1] == 24
+    assert trial.fingerprint == driver.fingerprint
+    # a changed file changes what the driver hands its trials, and so the entry
+    label = root / "Alpha" / "label" / "A00-1-400-000.png"
+    Image.fromarray(np.full((40, 40), 255, np.uint8)).save(label)
+    changed = load(cfg(root, input_size=16))
+    assert changed.fingerprint != driver.fingerprint and changed.cache_path != driver.cache_path

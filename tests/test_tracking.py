@@ -209,8 +209,14 @@ def test_four_concurrent_trials_lose_nothing(env, write_space, sweep, capfd):
         assert run.info.status == "FINISHED"  # pruned is a normal end, not a failure
         # --cpus-per-trial reaches the data loader: half a CPU leaves none for augmentation
         # workers (the machine's 2 CPUs would give one)
-        report = client.download_artifacts(run.info.run_id, "data_report.json", str(env))
-        assert json.loads(Path(report).read_text())["loader_workers"] == 0
+        report = json.loads(
+            Path(
+                client.download_artifacts(run.info.run_id, "data_report.json", str(env))
+            ).read_text()
+        )
+        assert report["loader_workers"] == 0
+        # the driver hashed the dataset once; the trial only opened the cached arrays
+        assert report["hashed_here"] is False
     captured = capfd.readouterr()
     assert "database is locked" not in captured.out + captured.err
 

@@ -24,6 +24,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from tunelab.collect import collect_checkpoint_files, epochs_frame, results_frame
 from tunelab.config import TrialConfig
 from tunelab.data import load
+from tunelab.data.cache import Fingerprints
 from tunelab.data.dataset import check_test_root
 from tunelab.results import (
     EPOCHS_FILE,
@@ -86,10 +87,15 @@ def run_sweep(study: Study, options: SweepOptions) -> str:
     except TrackingError as error:
         raise SetupError(str(error)) from None
     base = study.trial_config(study.first_params())  # the base alone may be incomplete
-    try:  # decode (or generate) the data once, here, rather than in every trial at once
-        load(base.data)
+    # decode (or generate) the data once, here, rather than in every trial at once, and hash
+    # its files once: trials receive the fingerprints and only open the cached arrays
+    fingerprints: dict[str, str] = {}
+    try:
+        data = load(base.data)
+        fingerprints[data.root] = data.fingerprint
         if base.data.test_root:  # decoded, filtered and checked as every trial will
-            check_test_root(base.data)
+            test = check_test_root(base.data)
+            fingerprints[test.root] = test.fingerprint
     except (ValueError, OSError) as error:  # before Ray starts: a bad folder costs nothing
         raise SetupError(f"cannot use the dataset: {error}") from None
     sweep_dir = Path(options.storage) / study.name
@@ -99,7 +105,7 @@ def run_sweep(study: Study, options: SweepOptions) -> str:
         if not _cluster_address(options):  # a cluster may grow; this machine will not
             _check_fits(_resources(study, options), ray.cluster_resources())
         tracker = SweepTracker(study, sweep_id, experiment, options.log_model, str(sweep_dir))
-        tuner = _tuner(study, options, base, tracker)
+        tuner = _tuner(study, options, base, tracker, fingerprints)
         with _ctrl_c_saves_state() as interrupted, _restore_failure_is_an_error(options.resume):
             grid = tuner.fit()
     except ResumeError as error:
@@ -250,14 +256,18 @@ def _resources(study: Study, options: SweepOptions) -> dict[str, float]:
 
 
 def _tuner(
-    study: Study, options: SweepOptions, base: TrialConfig, tracker: SweepTracker
+    study: Study,
+    options: SweepOptions,
+    base: TrialConfig,
+    tracker: SweepTracker,
+    fingerprints: Fingerprints,
 ) -> tune.Tuner:
     """The Tuner of a new sweep, or the restored one with --resume.
 
     A restored Tuner keeps the callbacks it was pickled with: the tracker of the first run,
     whose sweep id and experiment are the ones `_sweep_identity` reads back.
     """
-    trainable = _trainable(study, options)
+    trainable = _trainable(study, options, fingerprints)
     storage = options.storage
     if options.resume:
         path = os.path.join(storage, study.name)
@@ -292,11 +302,13 @@ def _tuner(
     )
 
 
-def _trainable(study: Study, options: SweepOptions) -> Any:
-    """The trial function with the study bound and each trial's resources (what Ray reserves)."""
-    trainable = tune.with_resources(
-        tune.with_parameters(train_trial, study=study), _resources(study, options)
-    )
+def _trainable(
+    study: Study, options: SweepOptions, fingerprints: Fingerprints | None = None
+) -> Any:
+    """The trial function with the study and the datasets' fingerprints bound, and each trial's
+    resources (what Ray reserves)."""
+    bound = tune.with_parameters(train_trial, study=study, fingerprints=fingerprints or {})
+    trainable = tune.with_resources(bound, _resources(study, options))
     trainable._progress_metrics = PROGRESS_METRICS  # Ray's hook for what its live output shows
     return trainable
 

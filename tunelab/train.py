@@ -27,6 +27,7 @@ from tunelab import metrics
 from tunelab.config import TrialConfig
 from tunelab.config_values import parse_overrides
 from tunelab.data import PreparedData, prepare
+from tunelab.data.cache import Fingerprints
 from tunelab.device import resolve_device, resolve_dtype, resolve_memory_format
 from tunelab.early_stop import ConvergenceRule
 from tunelab.epoch_report import EpochResult, Status, TestScores
@@ -49,11 +50,12 @@ class Trainer:
         data: PreparedData | None = None,
         stop_on_convergence: bool = True,
         cpus: float | None = None,  # the trial's CPUs (see `data.prepare`)
+        fingerprints: Fingerprints | None = None,  # the datasets' identities (`data.prepare`)
     ) -> None:
         self.created = time.perf_counter()
         self.cfg = cfg
         self.stop_on_convergence = stop_on_convergence
-        self.data = data if data is not None else prepare(cfg, cpus)
+        self.data = data if data is not None else prepare(cfg, cpus, fingerprints)
         self.device = resolve_device(cfg)
         self.autocast_dtype = resolve_dtype(cfg, self.device)
         self.memory_format = resolve_memory_format(cfg, self.device)

@@ -13,6 +13,7 @@ import ray
 from ray import tune
 
 from tunelab import checkpoint
+from tunelab.data.cache import Fingerprints
 from tunelab.space import Study
 from tunelab.train import EpochResult, Trainer
 
@@ -34,14 +35,17 @@ def write_checkpoint(folder: Path, trainer: Trainer, data_report: str, result: E
     checkpoint.write(folder, trainer.state_dict(), trainer.preview(), data_report, test_images)
 
 
-def train_trial(params: dict[str, Any], study: Study) -> None:
-    """Run one trial; resumes from the trial's last checkpoint when Ray restores it."""
+def train_trial(
+    params: dict[str, Any], study: Study, fingerprints: Fingerprints | None = None
+) -> None:
+    """Run one trial; resumes from the trial's last checkpoint when Ray restores it.
+    `fingerprints`: the datasets' identities, hashed once by the driver (see `data.cache`)."""
     # Ray logs every checkpoint at INFO; one line per epoch per trial drowns the live table
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     cfg = study.trial_config(params)
     # the trial reports "converged" and Ray's ConvergenceStopper ends it there, so Ray knows
     # why it stopped (the loop would otherwise just return, as a completed trial does)
-    trainer = Trainer(cfg, stop_on_convergence=False, cpus=trial_cpus())
+    trainer = Trainer(cfg, stop_on_convergence=False, cpus=trial_cpus(), fingerprints=fingerprints)
     saved = tune.get_checkpoint()
     if saved is not None:
         with saved.as_directory() as folder:

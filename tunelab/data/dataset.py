@@ -20,7 +20,7 @@ from torch import Tensor
 from tunelab.config import DataConfig, TrialConfig
 from tunelab.data.augment import balance_copies
 from tunelab.data.batches import BatchSource, TrainBatches, default_workers, normalize
-from tunelab.data.cache import LoadedDataset, load
+from tunelab.data.cache import Fingerprints, LoadedDataset, load
 from tunelab.data.filters import apply_filters, foreground_fractions
 from tunelab.data.split import hold_out_test, split_indices
 
@@ -47,6 +47,10 @@ class DataReport:
     cache_path: str
     cache_hit: bool
     load_seconds: float
+    # the files' identity, and whether this process listed and hashed them (False: the sweep's
+    # driver did, once for all its trials)
+    fingerprint: str
+    hashed_here: bool
     normalize_mean: list[float]  # per channel, in units of x / 255; applied to train and val
     normalize_std: list[float]
     # augmentation worker processes (0: batches made on a thread, as without augmentation); see
@@ -60,6 +64,7 @@ class DataReport:
     def to_text(self) -> str:
         """A human summary: where the data came from, what was left out, how it was split."""
         source = "cache hit" if self.cache_hit else "decoded and cached"
+        source += "" if self.hashed_here else ", files not hashed: identity given by the sweep"
         lines = [
             f"data: {self.root} ({self.layout} layout), {self.load_seconds:.2f} s, {source}",
             f"  cache: {self.cache_path}",
@@ -148,27 +153,32 @@ def _kept(data: LoadedDataset, cfg: DataConfig, what: str) -> _Kept:
     )
 
 
-def load_test_root(cfg: DataConfig) -> LoadedDataset:
+def load_test_root(cfg: DataConfig, fingerprints: Fingerprints | None = None) -> LoadedDataset:
     """The external test set of data.test_root, decoded like the training data (and cached)."""
     try:
-        return load(dataclasses.replace(cfg, root=cfg.test_root))
+        return load(dataclasses.replace(cfg, root=cfg.test_root), fingerprints)
     except (ValueError, OSError) as error:
         raise type(error)(f"data.test_root (--test-data) {cfg.test_root}: {error}") from None
 
 
-def check_test_root(cfg: DataConfig) -> None:
+def check_test_root(cfg: DataConfig) -> LoadedDataset:
     """Raise what a trial would raise on data.test_root: unusable folder, nothing left after
-    the filters, labels out of range."""
-    _kept(load_test_root(cfg), cfg, "the test set")
+    the filters, labels out of range; else the loaded test set."""
+    test = load_test_root(cfg)
+    _kept(test, cfg, "the test set")
+    return test
 
 
-def prepare(cfg: TrialConfig, cpus: float | None = None) -> PreparedData:
+def prepare(
+    cfg: TrialConfig, cpus: float | None = None, fingerprints: Fingerprints | None = None
+) -> PreparedData:
     """The data of one trial; the same config always gives the same split and batches.
 
     `cpus`: the CPUs the trial may use (Ray's reservation), which bound the augmentation
-    workers; None: the machine's.
+    workers; None: the machine's. `fingerprints`: the datasets' identities, hashed once by the
+    sweep's driver (see `data.cache`); None: hashed here.
     """
-    data = load(cfg.data)
+    data = load(cfg.data, fingerprints)
     pairs = _kept(data, cfg.data, "the dataset")
     images, masks, classes = pairs.images, pairs.masks, pairs.classes
     fraction = cfg.data.internal_test_fraction
@@ -195,7 +205,9 @@ def prepare(cfg: TrialConfig, cpus: float | None = None) -> PreparedData:
     )
     batches = TrainBatches(source, default_workers(cpus))
     per_class = functools.partial(_per_class, class_names=data.class_names)
-    test_pairs, test_names, test_source, test_skipped = _test_pairs(cfg.data, data, pairs, test)
+    test_pairs, test_names, test_source, test_skipped = _test_pairs(
+        cfg.data, data, pairs, test, fingerprints
+    )
     report = DataReport(
         root=data.root,
         layout=data.layout,
@@ -215,6 +227,8 @@ def prepare(cfg: TrialConfig, cpus: float | None = None) -> PreparedData:
         cache_path=data.cache_path,
         cache_hit=data.cache_hit,
         load_seconds=data.load_seconds,
+        fingerprint=data.fingerprint,
+        hashed_here=data.hashed,
         normalize_mean=mean.tolist(),
         normalize_std=std.tolist(),
         loader_workers=batches.workers,
@@ -239,11 +253,15 @@ def prepare(cfg: TrialConfig, cpus: float | None = None) -> PreparedData:
 
 
 def _test_pairs(
-    cfg: DataConfig, data: LoadedDataset, pairs: _Kept, test: np.ndarray
+    cfg: DataConfig,
+    data: LoadedDataset,
+    pairs: _Kept,
+    test: np.ndarray,
+    fingerprints: Fingerprints | None,
 ) -> tuple[_Kept, tuple[str, ...], str, list[tuple[str, str]]]:
     """(test pairs, their tumour class names, where they come from, the files skipped)."""
     if cfg.test_root:
-        external = load_test_root(cfg)
+        external = load_test_root(cfg, fingerprints)
         kept = _kept(external, cfg, "the test set")
         return kept, external.class_names, f"external, {external.root}", list(external.skipped)
     kept = _Kept(
