@@ -215,3 +215,10 @@ def test_a_registered_ensemble_gives_the_cli_s_masks(
         mask = (probabilities[0, 0] >= 0.5).astype(np.uint8) * 255
         expected = np.asarray(Image.open(out / path.name.replace(".png", "_mask.png")))
         np.testing.assert_array_equal(mask, expected)
+
+
+def test_device_is_chosen_or_refused_clearly(tiny_sweep, images, tmp_path, capsys):
+    assert run(tiny_sweep, images[0], tmp_path / "cpu", "--device", "cpu") == 0
+    if not torch.cuda.is_available():
+        assert run(tiny_sweep, images[0], tmp_path / "gpu", "--device", "cuda") == 2
+        assert "--device cuda: train.device = 'cuda' but no CUDA device" in capsys.readouterr().err

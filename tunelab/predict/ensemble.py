@@ -41,7 +41,10 @@ class Ensemble:
         self.members = members
         cfg = members[0].cfg.replace(**{"train.device": device})
         self.cfg = cfg
-        self.device = resolve_device(cfg)
+        try:
+            self.device = resolve_device(cfg)
+        except ValueError as error:  # --device cuda where no GPU is visible
+            raise PredictError(f"--device {device}: {error}") from None
         self.autocast_dtype = resolve_dtype(cfg, self.device)  # the trials' own precision
         self.memory_format = resolve_memory_format(cfg, self.device)
         self.models = []
