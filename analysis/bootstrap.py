@@ -129,7 +129,7 @@ def rank_shares(samples: np.ndarray, higher_is_better: bool) -> np.ndarray:
 
 
 def case_interval(
-    case_totals: np.ndarray, case_counts: np.ndarray, resamples: int, seed: int
+    case_totals: np.ndarray, case_counts: np.ndarray, resamples: int, seed: int, stream: int = 0
 ) -> tuple[float, float]:
     """95% percentile interval of an image-mean score when only the cases are resampled
     (`scipy.stats.bootstrap`, one level); case_totals and case_counts are (C,). None (NaN) for
@@ -147,7 +147,7 @@ def case_interval(
         vectorized=True,
         n_resamples=resamples,
         method="percentile",
-        rng=np.random.default_rng(seed),
+        rng=np.random.default_rng([seed, stream]),
     )
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 

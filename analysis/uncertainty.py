@@ -46,11 +46,13 @@ def arm_table(
     images: pd.DataFrame, arms: list[str], metrics: tuple[str, ...], how: Resampling
 ) -> pd.DataFrame:
     """Arm x metric: the mean over replicates, its 95% interval (cases x replicates), and the
-    share of resamples in which the arm is the best of all arms on that metric."""
+    share of resamples in which the arm is the best of all arms on that metric (the `rank_1`
+    of `rank_table`, from the same draws)."""
     rows = []
     for m_index, metric in enumerate(metrics):
         present = [a for a in arms if (images["arm"] == a).any()]
-        best = _best_shares(images, present, metric, how, stream=1000 + m_index)
+        ranked = joint_ranks(images, present, metric, how)
+        best = dict(zip(present, ranked[0][:, 0].tolist(), strict=True)) if ranked else {}
         for a_index, arm in enumerate(present):
             scores = case_scores(images, metric, [arm])
             samples = draws(scores, how.resamples, how.seed, stream=m_index * 100 + a_index)
@@ -80,32 +82,35 @@ def arm_table(
     return pd.DataFrame(rows, columns=columns)
 
 
-def _best_shares(
-    images: pd.DataFrame, arms: list[str], metric: str, how: Resampling, stream: int
-) -> dict[str, float]:
-    """Each arm's share of resamples in which it is best, on the replicates all arms share."""
+def joint_ranks(
+    images: pd.DataFrame, arms: list[str], metric: str, how: Resampling
+) -> tuple[np.ndarray, int] | None:
+    """(`rank_shares` of the arms on `metric`, the replicates they share), from joint draws on
+    those replicates; one stream per metric, so every table that ranks on it agrees. None for
+    fewer than 2 arms or no replicate that every arm scored."""
     if len(arms) < 2:
-        return {}
+        return None
     try:
         scores = case_scores(images, metric, arms)
     except ValueError:  # no replicate shared by every arm: no joint ranking
-        return {}
-    shares = rank_shares(
-        draws(scores, how.resamples, how.seed, stream), ALL_METRICS[metric].higher_is_better
-    )
-    return dict(zip(arms, shares[:, 0].tolist(), strict=True))
+        return None
+    stream = 1000 + list(ALL_METRICS).index(metric)
+    samples = draws(scores, how.resamples, how.seed, stream)
+    return rank_shares(samples, ALL_METRICS[metric].higher_is_better), len(scores.replicates)
 
 
 def rank_table(images: pd.DataFrame, arms: list[str], metric: str, how: Resampling) -> pd.DataFrame:
     """Arm x rank (1 = best): the share of resamples in which the arm has that rank, on
-    `metric`; challengeR's ranking stability, for an ablation's arms."""
+    `metric`; challengeR's ranking stability, for an ablation's arms. Empty where the arms
+    cannot be ranked jointly (see `joint_ranks`)."""
     present = [a for a in arms if (images["arm"] == a).any()]
-    scores = case_scores(images, metric, present)
-    samples = draws(scores, how.resamples, how.seed, stream=2000)
-    shares = rank_shares(samples, ALL_METRICS[metric].higher_is_better)
+    ranked = joint_ranks(images, present, metric, how)
+    if ranked is None:
+        return pd.DataFrame(columns=["arm", "replicates"])
+    shares, replicates = ranked
     frame = pd.DataFrame(shares, columns=[f"rank_{r + 1}" for r in range(len(present))])
     frame.insert(0, "arm", present)
-    frame["replicates"] = len(scores.replicates)
+    frame["replicates"] = replicates
     return frame
 
 
@@ -167,9 +172,8 @@ def class_table(
             # the same images in every replicate: a case's total over them, per replicate
             totals = per_case["sum"].to_numpy() / replicates
             counts = per_case["count"].to_numpy(float) / replicates
-            low, high = case_interval(
-                totals, counts, how.resamples, how.seed + 7919 * a_index + c_index
-            )
+            stream = 4000 + a_index * 100 + c_index
+            low, high = case_interval(totals, counts, how.resamples, how.seed, stream)
             rows.append(
                 {
                     "arm": arm,

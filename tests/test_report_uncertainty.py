@@ -4,6 +4,7 @@ from the recorded resample count and seed."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -108,6 +109,22 @@ def test_test_split_tables_figures_and_recorded_resampling(tmp_path):
     classes = pd.read_csv(tmp_path / "out" / "classes_test.csv")
     assert set(classes["class"]) == set(CLASSES) and (classes["cases"] == 10).all()
     assert (classes["case_boot_low"] < classes["iou_mean"]).all()
+
+
+def test_p_best_is_rank_1_and_arms_without_a_shared_replicate_are_not_ranked(tmp_path):
+    sweep = load_sweep(write_tested_sweep(tmp_path / "s"))
+    report = build_report(sweep, tmp_path / "out", resamples=300)
+    iou = report.arms[report.arms["metric"] == "iou"].set_index("arm")["p_best"]
+    ranked = report.ranks.set_index("arm")["rank_1"]
+    pd.testing.assert_series_equal(iou, ranked, check_names=False)
+    # "small" keeps only seed 0 and "large" only seeds 1 and 2: no replicate all arms share
+    images = sweep.test_images
+    small, large = images["arm"] == "small", images["arm"] == "large"
+    keep = ~((small & (images["seed"] > 0)) | (large & (images["seed"] == 0)))
+    apart = dataclasses.replace(sweep, test_images=images[keep])
+    report = build_report(apart, tmp_path / "apart", resamples=300)
+    assert report.ranks.empty and report.arms["p_best"].isna().all()
+    assert "ranks.png" not in {path.name for path in report.files}
 
 
 def test_the_same_seed_gives_the_same_report_and_another_seed_other_intervals(tmp_path):
