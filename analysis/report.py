@@ -13,7 +13,6 @@ sweep ran on. On the test split, every interval counts the test cases as well as
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,14 +26,13 @@ from analysis.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
 from analysis.stats import TEST_NAME
 from analysis.uncertainty import Resampling
 from tunelab import summary
-from tunelab.metric_names import ALL_METRICS
 from tunelab.results import (
     EPOCHS_FILE,
-    IDENTITY_FILE,
     PREVIEWS_FOLDER,
     RESULTS_FILE,
     SCORED_STATUSES,
     TEST_IMAGES_FILE,
+    read_identity,
 )
 from tunelab.tracking.figures import prediction_grid, save_png
 
@@ -94,8 +92,7 @@ def load_sweep(folder: str | Path) -> Sweep:
     for path in sorted((folder / PREVIEWS_FOLDER).glob("*.npz")):
         with np.load(path, allow_pickle=False) as arrays:
             previews[path.stem] = {name: arrays[name] for name in arrays.files}
-    identity_path = folder / IDENTITY_FILE
-    identity = json.loads(identity_path.read_text()) if identity_path.is_file() else {}
+    identity = read_identity(folder)
     images_path = folder / TEST_IMAGES_FILE
     # names stay text: a case "0012" must not become the number 12
     test_images = pd.read_parquet(images_path) if images_path.is_file() else pd.DataFrame()
@@ -112,13 +109,8 @@ def default_baseline(sweep: Sweep) -> str:
 def best_arm(main: pd.DataFrame, metric: str = "iou") -> str:
     """The arm of `main_table` with the best mean metric over scored seeds (lowest where lower
     is better); the first arm when none has a score."""
-    _, arms = summary.split_reference(main)
-    scored = arms.dropna(subset=[f"{metric}_mean"])
-    if scored.empty:
-        return str(arms["arm"].iloc[0])
-    higher_is_better = ALL_METRICS[metric].higher_is_better
-    order = scored.sort_values(f"{metric}_mean", ascending=not higher_is_better)
-    return str(order["arm"].iloc[0])
+    best = summary.best_arm(main, metric)
+    return best if best is not None else str(summary.split_reference(main)[1]["arm"].iloc[0])
 
 
 def build_report(

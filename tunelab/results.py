@@ -12,7 +12,9 @@ pruned, diverged or failed, or a sweep without a test set.
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 from tunelab.config import TrialConfig
@@ -28,6 +30,13 @@ IDENTITY_FILE = "tunelab.json"  # the sweep's id and MLflow experiment, read bac
 
 # statuses whose numbers describe a trained model; the rest are shown, never averaged in
 SCORED_STATUSES = ("completed", "converged")
+
+
+def read_identity(folder: Path) -> dict[str, str]:
+    """A sweep folder's IDENTITY_FILE: its id, MLflow experiment and store, baseline (empty
+    where the folder has none)."""
+    path = folder / IDENTITY_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def final_status(last: dict[str, Any], errored: bool) -> str:

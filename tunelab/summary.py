@@ -195,6 +195,17 @@ def _unscored(trials: pd.DataFrame) -> str:
     return "; ".join(notes)
 
 
+def best_arm(main: pd.DataFrame, metric: str = "iou") -> str | None:
+    """The arm of `main_table` with the best mean `metric` over its scored replicates (lowest
+    where lower is better); None when no arm has a score."""
+    _, arms = split_reference(main)
+    scored = arms.dropna(subset=[f"{metric}_mean"])
+    if scored.empty:
+        return None
+    higher_is_better = ALL_METRICS[metric].higher_is_better
+    return str(scored.sort_values(f"{metric}_mean", ascending=not higher_is_better)["arm"].iloc[0])
+
+
 def split_reference(table: pd.DataFrame) -> tuple[pd.Series | None, pd.DataFrame]:
     """`main_table` -> (its all-foreground row, or None; the arms' rows)."""
     is_reference = table["arm"] == REFERENCE_ARM

@@ -30,10 +30,10 @@ from tunelab.predict.models import (
     PredictError,
     TrialModel,
     arm_models,
-    read_identity,
     sweep_folder,
 )
 from tunelab.predict.registry import register
+from tunelab.results import read_identity
 from tunelab.tracking.layout import TAG_TRIAL_ID
 from tunelab.tracking.store import tracking_uri
 
@@ -168,16 +168,22 @@ def predict(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def _sweep_store(folder: Path, args: argparse.Namespace) -> tuple[str, str]:
+    """(the sweep's MLflow experiment, its store): --mlflow-uri, else what the sweep recorded."""
+    identity = read_identity(folder)
+    uri = args.mlflow_uri or identity.get("mlflow_uri") or tracking_uri()
+    return identity.get("experiment") or folder.name, uri
+
+
 def _log_to_trial_runs(
     out: Path, members: list[TrialModel], folder: Path, args: argparse.Namespace
 ) -> str:
     """Log the receptive-field files to each member trial's MLflow run (artifact path
     `receptive_field/`); a store that cannot take them is reported, not fatal."""
-    identity = read_identity(folder)
-    uri = args.mlflow_uri or identity.get("mlflow_uri") or tracking_uri()
+    experiment_name, uri = _sweep_store(folder, args)
     client = MlflowClient(uri)
     try:
-        experiment = client.get_experiment_by_name(identity.get("experiment") or folder.name)
+        experiment = client.get_experiment_by_name(experiment_name)
         if experiment is None:
             return f"MLflow: no experiment of this sweep in {uri}; the files are in {out}"
         for member in members:
@@ -192,9 +198,7 @@ def _log_to_trial_runs(
 
 def _register(ensemble: Ensemble, folder: Path, args: argparse.Namespace) -> str:
     """Register the ensemble in the sweep's MLflow store (its experiment), before predicting."""
-    identity = read_identity(folder)
-    uri = args.mlflow_uri or identity.get("mlflow_uri") or tracking_uri()
-    experiment = identity.get("experiment") or folder.name
+    experiment, uri = _sweep_store(folder, args)
     version = register(ensemble, args.register, experiment, uri)
     model_uri = f"models:/{args.register}/{version}"
     return f"registered {args.register!r} version {version} in {uri} ({model_uri})"

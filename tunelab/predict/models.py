@@ -19,8 +19,7 @@ import pandas as pd
 
 from tunelab import checkpoint, summary
 from tunelab.config import VALID_KEYS, TrialConfig
-from tunelab.metric_names import ALL_METRICS
-from tunelab.results import IDENTITY_FILE, RESULTS_FILE, SCORED_STATUSES
+from tunelab.results import RESULTS_FILE, SCORED_STATUSES
 from tunelab.tracking.layout import TAG_SWEEP_DIR, latest_sweep
 from tunelab.tracking.store import tracking_uri
 
@@ -70,12 +69,6 @@ def sweep_folder(sweep: str, mlflow_uri: str | None = None) -> Path:
     return Path(recorded)
 
 
-def read_identity(folder: Path) -> dict[str, str]:
-    """The sweep's `tunelab.json`: its MLflow experiment and store (empty if absent)."""
-    path = folder / IDENTITY_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
 def read_results(folder: Path) -> pd.DataFrame:
     path = folder / RESULTS_FILE
     if not path.is_file():
@@ -89,14 +82,12 @@ def best_arm(results: pd.DataFrame) -> str:
     """The arm with the best mean headline metric over its scored trials, on the test set when
     the sweep has one (the table the sweep printed)."""
     split = summary.default_split(results)
-    _, arms = summary.split_reference(summary.main_table(summary.on_split(results, split)))
-    scored = arms.dropna(subset=[f"{HEADLINE}_mean"])
-    if scored.empty:
+    best = summary.best_arm(summary.main_table(summary.on_split(results, split)), HEADLINE)
+    if best is None:
         raise PredictError(
             "no trial of this sweep completed or converged: no model to predict with"
         )
-    higher = ALL_METRICS[HEADLINE].higher_is_better
-    return str(scored.sort_values(f"{HEADLINE}_mean", ascending=not higher)["arm"].iloc[0])
+    return best
 
 
 def arm_models(folder: Path, arm: str | None = None, single: str | None = None) -> list[TrialModel]:
