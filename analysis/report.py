@@ -23,6 +23,8 @@ from matplotlib.figure import Figure
 
 from analysis import figures, tables, uncertainty
 from analysis.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
+from analysis.errors import AnalysisError
+from analysis.search_report import report_section as search_section
 from analysis.stats import TEST_NAME
 from analysis.uncertainty import Resampling
 from tunelab import summary
@@ -37,10 +39,6 @@ from tunelab.results import (
 from tunelab.tracking.figures import prediction_grid, save_png
 
 REPORT_FOLDER = "analysis"  # inside the sweep folder, and the artifact path in MLflow
-
-
-class AnalysisError(ValueError):
-    """The sweep cannot be analysed as asked (missing file, unknown arm); the message says why."""
 
 
 @dataclass
@@ -148,6 +146,7 @@ def build_report(
     arm = arm or best_arm(summary.main_table(summary.on_split(sweep.results, "validation")))
     baseline = baseline or default_baseline(sweep)
     losses = _losses(sweep.results)
+    searched = sweep.results  # the search views read validation, whatever `split` is
     # tables and figures list the baseline first, then the arms in the sweep's order
     sweep = dataclasses.replace(
         sweep,
@@ -229,6 +228,9 @@ def build_report(
         files += [out / f"{stem}.csv", out / f"{stem}.tex"]
         markdown.append(f"## {title}\n\n{summary.format_markdown(frame)}\n")
     markdown.append(_status_note(results))
+    search_markdown, search_files = search_section(searched, sweep.identity, out, seed)
+    markdown += [search_markdown] if search_markdown else []
+    files += search_files
     files += _figures(sweep, main, comparison, ranks, metrics, losses, out)
     text = "\n".join(markdown)
     (out / "report.md").write_text(text)

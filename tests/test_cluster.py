@@ -324,7 +324,8 @@ MID_WAY = range(3, 15)
 def test_a_sweep_on_a_cluster_resumes_elsewhere_and_survives_a_lost_node(lab, write_space, env):
     """Interrupted on two nodes, resumed from the shared storage on two nodes that never saw
     it, one of which dies mid-sweep: the sweep completes and every trial is logged once."""
-    space = write_space(
+    space = write_space(  # a checkpoint every epoch, so a trial mid-way has one to go on from
+        "BASE['train.checkpoint_every_s'] = 0\n"
         "ARMS = {'short': {'train.max_epochs': 2}, 'long': {}, 'longer': {}}\nSEEDS = [0]\n",
         epochs=LONG,
     )

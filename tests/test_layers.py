@@ -42,6 +42,7 @@ LAYERS = {
     "tunelab.trainable": 3,
     "tunelab.collect": 3,
     "tunelab.tracking": 3,
+    "tunelab.searcher": 3,
     "tunelab.runner": 3,
     "tunelab.sweep": 4,
     "tunelab.predict": 4,

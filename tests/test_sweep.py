@@ -119,8 +119,10 @@ def _finished_trials(sweep_dir: Path, records) -> dict[str, list[dict]]:
 
 
 def test_interrupted_sweep_resumes_without_rerunning_finished_trials(env, write_space, records):
-    space = write_space(
-        "ARMS = {'a': {}, 'b': {'model.dropout': 0.1}, 'c': {}}\nSEEDS = [0, 1]\n", epochs=3
+    space = write_space(  # a checkpoint every epoch: at most the epoch in flight runs again
+        "BASE['train.checkpoint_every_s'] = 0\n"
+        "ARMS = {'a': {}, 'b': {'model.dropout': 0.1}, 'c': {}}\nSEEDS = [0, 1]\n",
+        epochs=3,
     )
     command = [sys.executable, "-m", "tunelab.sweep", str(space), "--storage", str(env / "runs")]
     command += ["--num-cpus", "2", "--quiet"]

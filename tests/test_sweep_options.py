@@ -127,9 +127,11 @@ def test_cli_flags_reach_the_runner_s_options(space, monkeypatch):
     monkeypatch.setattr("tunelab.runner.run_sweep", fake_run)
     argv = [str(space), "--experiment", "paper-a", "--log-model", "--gpus-per-trial", "0.5"]
     argv += ["--max-failures", "3", "--quiet", "--storage", "relative/runs", "--resume"]
+    argv += ["--keep-checkpoints", "tested"]
     assert sweep_cli.main(argv) == 0
     got = received["options"]
     assert (got.experiment, got.log_model, got.gpus_per_trial) == ("paper-a", True, 0.5)
+    assert got.keep_checkpoints == "tested"
     assert (got.max_failures, got.verbose, got.resume) == (3, 0, True)
     assert got.storage == str(Path("relative/runs").resolve())
     assert sweep_cli.main([str(space)]) == 0
@@ -140,6 +142,7 @@ def test_cli_flags_reach_the_runner_s_options(space, monkeypatch):
         None,
         1,
     )
+    assert got.keep_checkpoints == "all"
 
 
 def test_a_trial_larger_than_the_local_ray_instance_is_refused():

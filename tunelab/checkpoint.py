@@ -8,7 +8,7 @@ this module, and neither imports the other. No Ray: a folder is plain files.
 from __future__ import annotations
 
 import pickle
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,20 @@ DATA_REPORT_FILE = "data_report.json"  # what the trial trained and was scored o
 TEST_SCORES_FILE = "test_images.csv"  # the last checkpoint of a trial that scored the test set
 # per-image test score columns that are names, not numbers
 TEST_NAME_COLUMNS = ("image", "case", "class")
+
+
+def due(
+    status: str,
+    epoch: int,
+    seconds_since_saved: float,
+    every_s: float,
+    prune_epochs: Collection[int] = (),
+) -> bool:
+    """Whether this epoch's report carries a checkpoint: at a trial's last epoch (any status but
+    "running": the stopper, the last epoch or divergence ends it), at an epoch where the scheduler
+    may prune it (so a pruned trial keeps its last model), else once `every_s` seconds have
+    passed since the last one (0: every epoch)."""
+    return status != "running" or epoch in prune_epochs or seconds_since_saved >= every_s
 
 
 def write(
@@ -48,7 +62,8 @@ def load_state(folder: Path) -> dict[str, Any]:
     """
     path = folder / STATE_FILE
     try:
-        return torch.load(path, weights_only=True)
+        # on the CPU: a GPU trial's checkpoint also opens on a driver without a GPU
+        return torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as error:
         first_line = str(error).splitlines()[0]
         raise ValueError(
@@ -62,6 +77,12 @@ def tested_weights(state: Mapping[str, Any]) -> dict[str, Any]:
     (eval.checkpoint = best), else the last epoch's."""
     best = state.get("best") or {}
     return best.get("weights") or state["model"]
+
+
+def tested_state(state: Mapping[str, Any]) -> dict[str, Any]:
+    """What a finished trial's checkpoint needs to keep for prediction: the tested weights
+    alone (a quarter of the full state with Adam and the best weights), no optimizer."""
+    return {"model": tested_weights(state)}
 
 
 def read_test_scores(folder: Path) -> pd.DataFrame | None:

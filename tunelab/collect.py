@@ -4,11 +4,13 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 from ray import tune
 
 from tunelab import checkpoint
@@ -92,6 +94,29 @@ def collect_checkpoint_files(study: Study, grid: tune.ResultGrid, previews: Path
         columns = [*IDENTITY_COLUMNS, "checkpoint_epoch", *TEST_IMAGE_COLUMNS]
         return pd.DataFrame(columns=columns)
     return pd.concat(frames, ignore_index=True)
+
+
+def keep_tested_checkpoints(grid: tune.ResultGrid) -> None:
+    """Leave each trial that ended without an error one checkpoint, its last, holding only the
+    weights its test set scored (`checkpoint.tested_state`): what prediction reads, without the
+    optimizer state or the earlier checkpoint kept for --resume. A failed trial keeps all, so
+    `--resume` can retry it. Works on any storage Ray wrote to; the new state replaces the old
+    by a rename, so an interruption leaves one or the other, whole."""
+    for result in grid:
+        last = result.checkpoint
+        if last is None or result.error is not None:
+            continue
+        with last.as_directory() as saved:
+            state = checkpoint.tested_state(checkpoint.load_state(Path(saved)))
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        target = f"{last.path}/{checkpoint.STATE_FILE}"
+        with last.filesystem.open_output_stream(f"{target}.partial") as out:
+            out.write(buffer.getvalue())
+        last.filesystem.move(f"{target}.partial", target)
+        for older, _ in result.best_checkpoints or []:
+            if older.path != last.path:
+                older.filesystem.delete_dir(older.path)
 
 
 def _trial_id(result: tune.Result) -> str:

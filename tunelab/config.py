@@ -137,8 +137,13 @@ class TrainConfig:
     precision: Precision = "auto"
     channels_last: bool = False  # True: channels_last whatever the precision
     device: Device = "auto"
+    # a trial saves its state (weights, optimizer, best weights) at most this often, and always
+    # at its last epoch; 0: every epoch. 60 s keeps the full U-Net's 0.3 s save under 1% of a
+    # GPU trial's time and loses at most a minute on --resume (BENCHMARKS.md, "Scale")
+    checkpoint_every_s: float = 60.0
 
     def __post_init__(self) -> None:
+        _check_min(self, "checkpoint_every_s", 0.0)
         _check_range(self, "lr", 0.0, 10.0, low_open=True)
         _check_min(self, "weight_decay", 0.0)
         _check_min(self, "batch_size", 1)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import pickletools
 import shutil
 import time
@@ -22,6 +23,10 @@ from pathlib import Path
 # the files `Tuner.restore` reads (Ray's names; the newest of each pattern wins, by name)
 EXPERIMENT_STATE = "experiment_state-*.json"  # trials, their checkpoints, the scheduler
 SEARCH_STATE = "basic-variant-state-*.json"  # which configurations were generated (a pickle)
+# a sampler's state (SEARCH = "tpe"): the wrappers' (repeat groups, concurrency; a pickle) and
+# Optuna's study; written by separate copies, so a SIGKILL can leave them out of step
+GENERATOR_STATE = "search_gen_state-*.json"
+SAMPLER_STATE = "searcher-state-*.pkl"
 TUNER_FILE = "tuner.pkl"  # the Tuner's settings, written once at the start
 SUPERSEDED_FOLDER = "superseded"  # earlier sweeps of the same name, moved aside by a new start
 
@@ -49,8 +54,35 @@ def saved_trial_ids(sweep_dir: Path) -> list[str]:
     search = _newest(sweep_dir, SEARCH_STATE)
     if search is not None:
         _check_pickle(search, start_over)
+    generator = _newest(sweep_dir, GENERATOR_STATE)
+    if generator is not None:
+        _check_sampler(generator, _newest(sweep_dir, SAMPLER_STATE), trial_ids, start_over)
     _check_pickle(sweep_dir / TUNER_FILE, start_over)
     return trial_ids
+
+
+def _check_sampler(
+    generator: Path, sampler: Path | None, trial_ids: list[str], start_over: str
+) -> None:
+    """The sampler's saved state must know exactly the trials the experiment state lists, and
+    Optuna's study one trial per configuration: otherwise Ray would restore trials the sampler
+    has never seen (a crash when they end) or wait forever for ones it will not restore."""
+    _check_pickle(generator, start_over)
+    if sampler is None:
+        raise ResumeError(f"cannot resume: no {SAMPLER_STATE} beside {generator}. {start_over}")
+    _check_pickle(sampler, start_over)
+    with generator.open("rb") as file:
+        groups = pickle.load(file).get("name:Replicates", {}).get("_trial_id_to_group", {})
+    with sampler.open("rb") as file:
+        told = len(pickle.load(file)["_ot_study"].trials)
+    configurations = len({id(group) for group in groups.values()})
+    if set(groups) != set(trial_ids) or told != configurations:
+        raise ResumeError(
+            f"cannot resume: the sampler's saved state ({generator.name}: {len(groups)} trials "
+            f"in {configurations} configurations; {sampler.name}: {told} configurations) is "
+            f"out of step with the {len(trial_ids)} trials Ray saved (the driver was killed "
+            f"between its writes). {start_over}"
+        )
 
 
 def start_over_hint(sweep_dir: Path) -> str:

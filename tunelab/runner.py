@@ -21,7 +21,12 @@ import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-from tunelab.collect import collect_checkpoint_files, epochs_frame, results_frame
+from tunelab.collect import (
+    collect_checkpoint_files,
+    epochs_frame,
+    keep_tested_checkpoints,
+    results_frame,
+)
 from tunelab.config import TrialConfig
 from tunelab.data import load
 from tunelab.data.cache import Fingerprints
@@ -41,6 +46,7 @@ from tunelab.resume import (
     saved_trial_ids,
     start_over_hint,
 )
+from tunelab.searcher import describe, search_algorithm, total_trials
 from tunelab.space import FOLD_KEY, Study
 from tunelab.stopper import ConvergenceStopper
 from tunelab.summary import default_split, format_markdown, main_table, on_split, split_caption
@@ -64,6 +70,8 @@ class SweepOptions:
     mlflow_uri: str  # sqlite:///... or http://HOST:PORT
     experiment: str | None  # MLflow experiment; None: the space's NAME
     log_model: bool
+    # "tested": at the end, each trial keeps one checkpoint with only its tested weights
+    keep_checkpoints: str = "all"
 
 
 class SetupError(RuntimeError):
@@ -146,8 +154,16 @@ def run_sweep(study: Study, options: SweepOptions) -> str:
             f"could not close the sweep's run in {options.mlflow_uri} ({error}); "
             f"its files are in {sweep_dir}"
         )
+    checkpoints_line = ""
+    if options.keep_checkpoints == "tested":  # last: everything above read the full ones
+        try:
+            keep_tested_checkpoints(grid)
+            checkpoints_line = "checkpoints: each finished trial keeps its tested weights only\n"
+        except OSError as error:  # the sweep's results are written; say what was not shrunk
+            checkpoints_line = f"checkpoints: not all reduced to the tested weights ({error})\n"
     return (
         f"\n{table}\n\nresults: {sweep_dir / RESULTS_FILE}\nRay experiment: {sweep_dir}\n"
+        f"{checkpoints_line}"
         f"paper tables, comparisons and figures: python -m analysis {sweep_dir}\n"
         f"MLflow: {mlflow_line}\nopen the MLflow UI: {ui_command(options.mlflow_uri)}"
     )
@@ -163,11 +179,18 @@ def _sweep_identity(sweep_dir: Path, study: Study, options: SweepOptions) -> tup
     if options.resume:
         if not path.is_file():
             raise SetupError(f"nothing to resume at {sweep_dir} (no {IDENTITY_FILE})")
+        saved = json.loads(path.read_text())
+        searched = saved.get("search")  # none in an ablation, or a sweep from before SEARCH
+        if searched and json.loads(json.dumps(describe(study))) != searched:
+            raise SetupError(
+                f"cannot resume {sweep_dir} with another search: it was started with "
+                f"{json.dumps(searched)}; Ray continues its saved sampler as it was, so drop "
+                "--search, --num-samples and --search-seed (or edits to SPACE) to resume it"
+            )
         try:
             saved_trial_ids(sweep_dir)
         except ResumeError as error:
             raise SetupError(str(error)) from None
-        saved = json.loads(path.read_text())
         return saved["sweep_id"], saved["experiment"]
     move_aside(sweep_dir)
     identity = {
@@ -176,6 +199,8 @@ def _sweep_identity(sweep_dir: Path, study: Study, options: SweepOptions) -> tup
         "baseline": study.baseline or "",  # the arm analysis compares the others against
         "mlflow_uri": options.mlflow_uri,  # where analysis logs its report
     }
+    if study.kind == "search":  # the sampled domains, for analysis' importance and slices
+        identity["search"] = describe(study)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(identity) + "\n")
     return identity["sweep_id"], identity["experiment"]
@@ -248,6 +273,17 @@ def _check_fits(resources: dict[str, float], available: dict[str, float]) -> Non
             )
 
 
+def _trial_slots(resources: dict[str, float]) -> int:
+    """How many trials the Ray instance runs at once, by its CPUs and GPUs (at least 1)."""
+    available = ray.cluster_resources()
+    slots = [
+        available.get(name, 0.0) / resources[key]
+        for key, name in (("cpu", "CPU"), ("gpu", "GPU"))
+        if resources[key] > 0
+    ]
+    return max(1, int(min(slots, default=1)))
+
+
 def _resources(study: Study, options: SweepOptions) -> dict[str, float]:
     gpu = study.resources["gpu"]
     if options.gpus_per_trial is None and gpu == 0 and ray.cluster_resources().get("GPU", 0):
@@ -282,8 +318,9 @@ def _tuner(
         tune_config=tune.TuneConfig(
             metric=study.metric,
             mode=study.mode,
+            search_alg=search_algorithm(study, _trial_slots(_resources(study, options))),
             scheduler=scheduler,
-            num_samples=study.num_samples,
+            num_samples=total_trials(study),
             # a finished trial's worker process runs the next trial: torch, tunelab and MONAI
             # are imported once per worker, not once per trial (BENCHMARKS.md, main job)
             reuse_actors=True,

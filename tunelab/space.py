@@ -11,7 +11,16 @@ A space file sets module-level names (all optional but one of SPACE / ARMS):
     SEEDS       seeds every arm / configuration runs with (default [0, 1, 2])
     FOLDS       k >= 2: every arm and seed also runs on each of k cross-validation folds of the
                 non-test data (replicates paired across arms, like seeds; default: no folds)
-    NUM_SAMPLES samples drawn from SPACE's random domains (default 1)
+    NUM_SAMPLES configurations drawn from SPACE's random domains (default 1): the budget of a
+                random or TPE search (each configuration runs every seed)
+    SEARCH      how SPACE is sampled: "grid" (every value of every tune.grid_search), "random"
+                (Ray's random sampling, a grid part crossed with it), or "tpe" (Optuna's TPE
+                through Ray Tune, learning from finished configurations); default: "random" where
+                SPACE has a random domain, else "grid"
+    SEARCH_SEED seed of the random or TPE sampler (default 0): a random search draws the same
+                configurations again, TPE the same start-up ones
+    MAX_CONCURRENT  TPE only: configurations in flight at once (default: as many as keep this
+                machine's trial slots busy, at least 1)
     THRESHOLDS  evaluation thresholds, all scored on the same predictions (eval.thresholds)
     SCHEDULER   "asha" or "none" (default: asha for a search, none for an ablation)
     ASHA        ASHA settings: grace_period, reduction_factor
@@ -45,6 +54,9 @@ SETTINGS = (
     "SEEDS",
     "FOLDS",
     "NUM_SAMPLES",
+    "SEARCH",
+    "SEARCH_SEED",
+    "MAX_CONCURRENT",
     "THRESHOLDS",
     "SCHEDULER",
     "ASHA",
@@ -52,6 +64,7 @@ SETTINGS = (
     "MODE",
     "RESOURCES",
 )
+SEARCHES = ("grid", "random", "tpe")
 ASHA_DEFAULTS = {"grace_period": 3, "reduction_factor": 2}
 FOLD_KEY = "data.fold"  # set per trial by FOLDS, like the seed by SEEDS
 MAX_CHECKED_COMBINATIONS = 5000
@@ -73,6 +86,9 @@ class Study:
     seeds: tuple[int, ...] = (0, 1, 2)
     folds: int = 0  # 0: one validation split per seed; k: k folds per seed
     num_samples: int = 1
+    search: Literal["grid", "random", "tpe"] = "grid"
+    search_seed: int = 0
+    max_concurrent: int | None = None  # TPE: configurations in flight; None: fit the machine
     scheduler: Literal["asha", "none"] = "asha"
     asha: dict[str, int] = field(default_factory=lambda: dict(ASHA_DEFAULTS))
     metric: str = "val_iou"
@@ -81,15 +97,23 @@ class Study:
 
     def param_space(self) -> dict[str, Any]:
         """Ray's param_space: the arm or the SPACE domains, times a grid over the replicates
-        (seeds, and folds with FOLDS)."""
+        (seeds, and folds with FOLDS). TPE gets the domains alone: its searcher adds each
+        configuration's replicates (`tunelab.searcher.Replicates`)."""
         from ray import tune
 
+        if self.search == "tpe":
+            return dict(self.space)
         replicates = {"seed": tune.grid_search(list(self.seeds))}
         if self.folds:
             replicates[FOLD_KEY] = tune.grid_search(list(range(self.folds)))
         if self.kind == "ablation":
             return {"arm": tune.grid_search(list(self.arms)), **replicates}
         return {**self.space, **replicates}
+
+    def replicates(self) -> list[dict[str, int]]:
+        """The replicates every arm or configuration runs, seed-major: seeds x folds."""
+        folds: list[dict[str, int]] = [{FOLD_KEY: f} for f in range(self.folds)] or [{}]
+        return [{"seed": seed, **fold} for seed in self.seeds for fold in folds]
 
     def trial_config(self, params: dict[str, Any]) -> TrialConfig:
         """The TrialConfig of one trial from the params Ray sampled for it."""
@@ -110,7 +134,12 @@ class Study:
         """What tables and MLflow call a trial's arm: the arm name, or the sampled values."""
         if "arm" in params:
             return str(params["arm"])
-        values = [f"{key.rpartition('.')[2]}={params[key]}" for key in self.space if key in params]
+        sampled = self.search != "grid"  # grid labels stay as written (`dropout=0.0`)
+        values = [
+            f"{key.rpartition('.')[2]}={_label_value(params[key]) if sampled else params[key]}"
+            for key in self.space
+            if key in params
+        ]
         return ",".join(values) or "base"
 
     def largest(self, key: str, base_value: float) -> float:
@@ -121,6 +150,18 @@ class Study:
             if key in overrides:
                 values += _candidates(overrides[key])
         return max(values)
+
+    def prune_epochs(self, max_epochs: int) -> frozenset[int]:
+        """The epochs at which ASHA may stop a trial of `max_epochs`: its rungs, grace period x
+        reduction factor^k (Ray's ASHAScheduler milestones); none without ASHA."""
+        if self.scheduler != "asha":
+            return frozenset()
+        epoch, factor = min(self.asha["grace_period"], max_epochs), self.asha["reduction_factor"]
+        epochs = set()
+        while epoch <= max_epochs:
+            epochs.add(epoch)
+            epoch *= factor
+        return frozenset(epochs)
 
     def with_base(self, overrides: dict[str, Any]) -> Study:
         """The same study with extra base overrides (from the CLI), validated again."""
@@ -200,6 +241,12 @@ def _study_from(path: Path, names: dict[str, Any]) -> Study:
     asha = {**ASHA_DEFAULTS, **names.get("ASHA", {})}
     if set(asha) != set(ASHA_DEFAULTS):
         problems.append(f"ASHA keys {sorted(asha)}: expected {sorted(ASHA_DEFAULTS)}")
+    elif not all(isinstance(v, int) and not isinstance(v, bool) for v in asha.values()) or (
+        asha["grace_period"] < 1 or asha["reduction_factor"] < 2
+    ):
+        problems.append(
+            f"ASHA = {asha!r}: expected integers, grace_period >= 1 and reduction_factor >= 2"
+        )
     resources = {"cpu": 1.0, "gpu": 0.0, **names.get("RESOURCES", {})}
     if set(resources) != {"cpu", "gpu"} or any(v < 0 for v in resources.values()):
         problems.append(f"RESOURCES = {resources!r}: expected {{'cpu': >= 0, 'gpu': >= 0}}")
@@ -225,7 +272,10 @@ def _study_from(path: Path, names: dict[str, Any]) -> Study:
         baseline=baseline,
         seeds=tuple(seeds),
         folds=folds,
-        num_samples=int(names.get("NUM_SAMPLES", 1)),
+        num_samples=names.get("NUM_SAMPLES", 1),
+        search=names.get("SEARCH", _default_search(space or {})),
+        search_seed=names.get("SEARCH_SEED", 0),
+        max_concurrent=names.get("MAX_CONCURRENT"),
         scheduler=scheduler,
         asha=asha,
         metric=metric,
@@ -234,9 +284,113 @@ def _study_from(path: Path, names: dict[str, Any]) -> Study:
     )
 
 
+def _default_search(space: dict[str, Any]) -> str:
+    return "random" if any(_is_random(value) for value in space.values()) else "grid"
+
+
+def _search_problems(study: Study) -> list[str]:
+    """What is wrong with SEARCH, SEARCH_SEED, MAX_CONCURRENT and NUM_SAMPLES together."""
+    search, samples, seed = study.search, study.num_samples, study.search_seed
+    if search not in SEARCHES:
+        return [f"SEARCH = {search!r}: choose one of {', '.join(map(repr, SEARCHES))}"]
+    problems = []
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        problems.append(f"NUM_SAMPLES = {samples!r}: expected an integer >= 1")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        problems.append(f"SEARCH_SEED = {seed!r}: expected an integer >= 0")
+    if study.kind == "ablation" and search != "grid":
+        problems.append(
+            f"SEARCH = {search!r} with ARMS: an ablation runs every arm as listed; "
+            "sample a SPACE instead"
+        )
+    limit = study.max_concurrent
+    if limit is not None and search != "tpe":
+        problems.append(
+            "MAX_CONCURRENT applies to SEARCH = 'tpe' (a grid or random search has no "
+            "sampler to wait for)"
+        )
+    elif limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        problems.append(f"MAX_CONCURRENT = {limit!r}: expected an integer >= 1")
+    grids = [key for key, value in study.space.items() if is_grid(value)]
+    randoms = [key for key, value in study.space.items() if _is_random(value)]
+    if search == "grid" and randoms:
+        problems.append(
+            f"SEARCH = 'grid', but SPACE samples {', '.join(randoms)}: a grid lists its values "
+            "with tune.grid_search; or set SEARCH = 'random' or 'tpe'"
+        )
+    if search == "grid" and samples != 1:
+        problems.append(
+            f"NUM_SAMPLES = {samples!r} with SEARCH = 'grid' would run the same grid again"
+        )
+    ranges = [key for key, value in study.space.items() if _is_range(value)]
+    if search != "grid" and isinstance(samples, int) and samples > 1 and not ranges:
+        problems.append(
+            f"NUM_SAMPLES = {samples} with SEARCH = {search!r} over choices only would draw "
+            "some configuration twice (its seeds merged into one arm): sample a range "
+            "(tune.uniform, tune.loguniform, tune.randint, ...), or list the choices with "
+            "tune.grid_search and SEARCH = 'grid'"
+        )
+    if search == "tpe" and study.kind == "search":
+        if grids:
+            problems.append(
+                f"SEARCH = 'tpe' cannot sample tune.grid_search ({', '.join(grids)}): TPE "
+                "draws every value; list them with tune.choice([...]) instead"
+            )
+        if not randoms and not grids:
+            problems.append(
+                "SEARCH = 'tpe', but SPACE has no domain to sample (tune.uniform, "
+                "tune.loguniform, tune.choice, ...)"
+            )
+        problems += _tpe_domain_problems(study.space, randoms)
+    return problems
+
+
+def _tpe_domain_problems(space: dict[str, Any], keys: list[str]) -> list[str]:
+    """Domains Optuna cannot sample, found now rather than when Ray starts."""
+    if not keys:
+        return []
+    from ray.tune.search.optuna import OptunaSearch
+
+    problems = []
+    for key in keys:
+        try:
+            OptunaSearch.convert_search_space({key: space[key]})
+        except ValueError as error:
+            problems.append(f"SPACE[{key!r}]: TPE cannot sample it ({error})")
+    return problems
+
+
+def is_grid(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"grid_search"}
+
+
+def _is_random(value: Any) -> bool:
+    """A Ray Tune domain (tune.uniform, tune.choice, ...); plain values and grids are not."""
+    if not type(value).__module__.startswith("ray."):
+        return False
+    from ray.tune.search.sample import Domain
+
+    return isinstance(value, Domain)
+
+
+def _is_range(value: Any) -> bool:
+    """A numeric Ray Tune domain (tune.uniform, tune.randint, ...), not a list of choices."""
+    if not _is_random(value):
+        return False
+    from ray.tune.search.sample import Float, Integer
+
+    return isinstance(value, (Float, Integer))
+
+
+def _label_value(value: Any) -> str:
+    # six significant digits: a sampled 0.000123456789 reads as 0.000123457
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
 def validate(study: Study) -> None:
-    """Check every key, every value a domain can produce and every discrete combination."""
-    problems: list[str] = []
+    """Check the search settings, every key, every value a domain can produce and every
+    discrete combination."""
+    problems = _search_problems(study)
     for where, overrides in _override_sets(study):
         for key in overrides:
             if key == "seed":
@@ -274,7 +428,7 @@ def _override_sets(study: Study) -> list[tuple[str, dict[str, Any]]]:
 
 def _candidates(value: Any) -> list[Any]:
     """Every value a Ray domain can produce (discrete), or its bounds (continuous)."""
-    if isinstance(value, dict) and set(value) == {"grid_search"}:
+    if is_grid(value):
         values = list(value["grid_search"])
         if not values:
             raise SpaceError("tune.grid_search([]) is empty: list at least one value")

@@ -41,6 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seeds", help="comma-separated seeds, replacing the space's SEEDS")
     parser.add_argument("--max-epochs", type=int, help="shortcut for --set train.max_epochs=N")
+    parser.add_argument(
+        "--num-samples", type=int, help="configurations a random or TPE search draws (NUM_SAMPLES)"
+    )
+    parser.add_argument(
+        "--search", choices=["grid", "random", "tpe"], help="how SPACE is sampled (SEARCH)"
+    )
+    parser.add_argument(
+        "--search-seed", type=int, help="seed of the random or TPE sampler (SEARCH_SEED)"
+    )
     parser.add_argument("--scheduler", choices=["asha", "none"], help="override SCHEDULER")
     parser.add_argument(
         "--no-convergence",
@@ -75,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--experiment", help="MLflow experiment name (default: the space's NAME)")
     parser.add_argument(
+        "--keep-checkpoints",
+        choices=["all", "tested"],
+        default="all",
+        help="tested: when the sweep ends, each trial keeps one checkpoint with only the weights "
+        "its test set scored (no optimizer state; what predict reads), default all",
+    )
+    parser.add_argument(
         "--log-model",
         action="store_true",
         help="log each trial's trained weights as an MLflow PyTorch model",
@@ -101,6 +117,12 @@ def study_from_args(args: argparse.Namespace) -> Study:
         changes["seeds"] = tuple(int(s) for s in args.seeds.split(","))
     if args.scheduler:
         changes["scheduler"] = args.scheduler
+    if args.search:
+        changes["search"] = args.search
+    if args.num_samples is not None:
+        changes["num_samples"] = args.num_samples
+    if args.search_seed is not None:
+        changes["search_seed"] = args.search_seed
     if args.no_convergence:
         overrides["stop.enabled"] = False
     if args.cpus_per_trial is not None or args.gpus_per_trial is not None:
@@ -110,9 +132,8 @@ def study_from_args(args: argparse.Namespace) -> Study:
         if args.gpus_per_trial is not None:
             resources["gpu"] = args.gpus_per_trial
         changes["resources"] = resources
-    if changes:
-        study = dataclasses.replace(study, **changes)
-    return study.with_base(overrides) if overrides else study
+    # validated again as a whole: a flag can clash with the file (--num-samples on a grid)
+    return dataclasses.replace(study, **changes).with_base(overrides)
 
 
 def _show_warnings() -> None:
@@ -149,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         mlflow_uri=tracking_uri(args.mlflow_uri),
         experiment=args.experiment,
         log_model=args.log_model,
+        keep_checkpoints=args.keep_checkpoints,
     )
     _show_warnings()
 

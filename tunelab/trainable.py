@@ -1,4 +1,5 @@
-"""The Ray Tune function trainable: `Trainer` in, `tune.report` and a checkpoint per epoch out."""
+"""The Ray Tune function trainable: `Trainer` in, `tune.report` per epoch and a checkpoint at
+the cadence of `train.checkpoint_every_s` out."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import logging
 import math
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +54,20 @@ def train_trial(
             trainer.load_state_dict(checkpoint.load_state(Path(folder)))
     identity = {"arm": study.arm_label(params), "node_id": ray.get_runtime_context().get_node_id()}
     data_report = json.dumps(trainer.data.report.to_dict(), indent=1)
+    every_s = cfg.train.checkpoint_every_s
+    # Ray stops a pruned trial without telling a function trainable, but ASHA prunes only at its
+    # rungs: saving there leaves a pruned trial its last model (preview, data report, weights)
+    prune_epochs = study.prune_epochs(cfg.train.max_epochs)
+    saved_at = time.monotonic()
     for result in trainer.epochs():
+        report = {**result.to_flat(), **identity}
+        # a diverged epoch has no metrics, but Tune requires the one it optimises
+        report.setdefault(study.metric, math.nan)
+        since = time.monotonic() - saved_at
+        if not checkpoint.due(result.status, result.epoch, since, every_s, prune_epochs):
+            tune.report(report)
+            continue
         with tempfile.TemporaryDirectory() as folder:
             write_checkpoint(Path(folder), trainer, data_report, result)
-            report = {**result.to_flat(), **identity}
-            # a diverged epoch has no metrics, but Tune requires the one it optimises
-            report.setdefault(study.metric, math.nan)
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(folder))
+        saved_at = time.monotonic()

@@ -42,8 +42,20 @@ def trial_folder(sweep_dir: Path, trial_id: str) -> Path:
     return folder
 
 
-def test_sigkilled_driver_resumes_the_same_trials(env, write_space, records):
-    space = write_space("ARMS = {'a': {}, 'b': {'model.dropout': 0.1}}\nSEEDS = [0, 1]\n", epochs=4)
+def checkpoint_indices(folder: Path) -> list[int]:
+    names = [path.name for path in folder.glob("checkpoint_*")]
+    return sorted(int(name.removeprefix("checkpoint_")) for name in names)
+
+
+# every epoch: at most the epoch in flight runs again; an interval longer than the trial: only
+# its last epoch is saved, and a killed trial starts over, losing at most that one interval
+@pytest.mark.parametrize("every_s", [0, 1e9], ids=["checkpoint-every-epoch", "checkpoint-at-end"])
+def test_sigkilled_driver_resumes_the_same_trials(env, write_space, records, every_s):
+    space = write_space(
+        f"BASE['train.checkpoint_every_s'] = {every_s}\n"
+        "ARMS = {'a': {}, 'b': {'model.dropout': 0.1}}\nSEEDS = [0, 1]\n",
+        epochs=4,
+    )
     command = [sys.executable, "-m", "tunelab.sweep", str(space), "--storage", str(env / "runs")]
     command += ["--num-cpus", "2", "--quiet"]
     sweep_dir = env / "runs" / "tiny"
@@ -62,6 +74,9 @@ def test_sigkilled_driver_resumes_the_same_trials(env, write_space, records):
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait(timeout=60)
     assert not (sweep_dir / "results.parquet").exists()
+    before = {
+        trial: records(trial_folder(sweep_dir, trial) / "result.json") for trial in killed_with
+    }
 
     resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
@@ -72,10 +87,25 @@ def test_sigkilled_driver_resumes_the_same_trials(env, write_space, records):
     assert sorted(primary["trial_id"]) == killed_with  # resumed, not started again
     live = {path.parent.name for path in sweep_dir.glob("*/result.json")}
     assert live == {trial_folder(sweep_dir, trial).name for trial in killed_with}
-    for trial in killed_with:  # at most the epoch in flight ran twice
+    for trial in killed_with:
         lines = records(trial_folder(sweep_dir, trial) / "result.json")
-        epochs = [line["epoch"] for line in lines]
-        assert set(epochs) == {1, 2, 3, 4} and len(epochs) - len(set(epochs)) <= 1
+        assert {line["epoch"] for line in lines} == {1, 2, 3, 4}
+        first = before[trial]
+        # what the resumed sweep ran: its Ray instance is another node
+        killed_node = first[0]["node_id"] if first else None  # None: it had not started
+        again = [line for line in lines if line["node_id"] != killed_node]
+        if every_s == 0:  # it went on from its last checkpoint: at most the epoch in flight
+            # (the last reported, if its checkpoint was not yet registered) ran twice
+            went_on_from = again[0]["epoch"] if again else 5
+            assert [line["epoch"] for line in again] == list(range(went_on_from, 5))
+            assert went_on_from >= len(first)
+        elif len(first) < 4 or again:  # killed before its one checkpoint was saved (or
+            # registered): it ran again from epoch 1 (one interval, the whole trial), to the
+            # same numbers
+            assert [line["epoch"] for line in again] == [1, 2, 3, 4]
+            assert [r["val_loss"] for r in again[: len(first)]] == [r["val_loss"] for r in first]
+        if every_s != 0:  # one checkpoint per trial, at its last epoch
+            assert checkpoint_indices(trial_folder(sweep_dir, trial)) == [0]
         # the tested model is the lowest validation loss of the whole history, before the kill
         # included: the best epoch and its weights travelled in the checkpoint
         val_loss: dict[int, float] = {}
