@@ -341,3 +341,13 @@ def test_tiles_blend_back_to_the_whole_image_prediction(tiny):
         whole = trainer.model(images)
     torch.testing.assert_close(trainer.predict_logits(images), whole)
     assert trainer.predict_logits(images).shape == (3, 1, 32, 32)
+
+
+def test_a_validation_set_over_the_device_limit_streams_to_the_same_scores(tiny):
+    held = Trainer(tiny())
+    streamed = Trainer(tiny(**{"eval.device_set_mb": 0.0}))  # any set is over 0 MB
+    assert not held.val_streamed and held.val_images.device == held.device
+    # in host memory (pinned where a GPU is the device), not copied to the device
+    assert streamed.val_streamed and streamed.val_images.device.type == "cpu"
+    for a, b in zip(held.epochs(), streamed.epochs(), strict=True):
+        assert a.val_loss == b.val_loss and a.metrics == b.metrics

@@ -183,8 +183,12 @@ class EvalConfig:
     # window, Gaussian-weighted), for images too large for memory; 0 = whole images
     tile_size: int = 0
     tile_overlap: float = 0.25
+    # validation images above this size (MB, float32) stay in host memory, pinned on a GPU
+    # machine, and go to the device a batch at a time, as the test set always does
+    device_set_mb: float = 1024.0
 
     def __post_init__(self) -> None:
+        _check_min(self, "device_set_mb", 0.0)
         _check_min(self, "boundary_tolerance", 0.0)
         _check_min(self, "tile_size", 0)
         _check_range(self, "tile_overlap", 0.0, 1.0, high_open=True)

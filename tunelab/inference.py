@@ -40,7 +40,10 @@ def predict_logits(
     model.eval()
     chunks = []
     for start in range(0, len(images), batch_size):
-        batch = images[start : start + batch_size].to(device, memory_format=memory_format)
+        # non_blocking: from pinned host memory the copy overlaps the previous batch's work
+        batch = images[start : start + batch_size].to(
+            device, memory_format=memory_format, non_blocking=True
+        )
         with autocast(device, autocast_dtype):
             chunks.append(_predict(model, batch, batch_size, tile_size, tile_overlap))
     return torch.cat(chunks).float()

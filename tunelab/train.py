@@ -92,7 +92,16 @@ class Trainer:
         self.keep_best = cfg.eval.checkpoint == "best" and len(self.data.test) > 0
         self.best_weights: dict[str, Tensor] | None = None
         self.tested = False
-        self.val_images = self.data.val_images.to(self.device, memory_format=self.memory_format)
+        # on the device while they fit eval.device_set_mb; above it, in host memory (pinned
+        # where the device is a GPU, so each batch copies asynchronously), streamed a batch at a
+        # time by `predict_logits`: the same predictions either way
+        images = self.data.val_images
+        self.val_streamed = images.numel() * images.element_size() > cfg.eval.device_set_mb * 1e6
+        if not self.val_streamed:
+            images = images.to(self.device, memory_format=self.memory_format)
+        elif self.device.type == "cuda":
+            images = images.pin_memory()
+        self.val_images = images
         self.val_masks = self.data.val_masks.to(self.device)
 
     def _loss(self, x: Tensor, y: Tensor) -> Tensor:
