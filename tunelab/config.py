@@ -138,8 +138,9 @@ class TrainConfig:
     channels_last: bool = False  # True: channels_last whatever the precision
     device: Device = "auto"
     # a trial saves its state (weights, optimizer, best weights) at most this often, and always
-    # at its last epoch; 0: every epoch. 60 s keeps the full U-Net's 0.3 s save under 1% of a
-    # GPU trial's time and loses at most a minute on --resume (BENCHMARKS.md, "Scale")
+    # at its last epoch and where ASHA may prune it; 0: every epoch. The full U-Net's 497 MB
+    # save took 2.3 s on the CPU VM: 7.6 H100 epochs when saved every epoch, 3.9% of a trial's
+    # time every 60 s (BENCHMARKS.md, "Scale: checkpoint cost")
     checkpoint_every_s: float = 60.0
 
     def __post_init__(self) -> None:
