@@ -7,6 +7,7 @@ import json
 import math
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -374,3 +375,28 @@ def test_log_model_logs_weights_that_predict_as_the_trial_did(tmp_path, monkeypa
     with torch.no_grad():
         expected = trainer.model.eval()(images)
         assert torch.allclose(loaded(images), expected, atol=1e-5)
+
+
+def test_background_writes_run_in_order_off_the_caller_s_thread():
+    from tunelab.tracking.outage import WriteQueue
+
+    writes = WriteQueue(on_outage=lambda: None, background=True)
+    release, ran, threads = threading.Event(), [], set()
+
+    def first() -> None:
+        release.wait(timeout=60)  # held until the caller has gone on
+        threads.add(threading.current_thread().name)
+        writes.attempt("nested", lambda: ran.append("nested"))  # inside a write: runs inline
+        ran.append("first")
+
+    def fails() -> None:
+        raise ValueError("refused")  # a refused write is reported and skipped, in order
+
+    writes.attempt("first", first)
+    writes.attempt("fails", fails)
+    writes.attempt("second", lambda: ran.append("second"))
+    assert ran == []  # the caller did not wait for MLflow
+    release.set()
+    writes.wait()
+    assert ran == ["nested", "first", "second"]
+    assert threads == {"mlflow"} and writes.unlogged == ["fails: ValueError: refused"]

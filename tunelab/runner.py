@@ -112,7 +112,9 @@ def run_sweep(study: Study, options: SweepOptions) -> str:
     try:
         if not _cluster_address(options):  # a cluster may grow; this machine will not
             _check_fits(_resources(study, options), ray.cluster_resources())
-        tracker = SweepTracker(study, sweep_id, experiment, options.log_model, str(sweep_dir))
+        tracker = SweepTracker(
+            study, sweep_id, experiment, options.log_model, str(sweep_dir), background=True
+        )
         tuner = _tuner(study, options, base, tracker, fingerprints)
         with _ctrl_c_saves_state() as interrupted, _restore_failure_is_an_error(options.resume):
             grid = tuner.fit()

@@ -50,13 +50,22 @@ class SweepTracker(tune.Callback):
     FINAL_WAIT_S = 60.0  # how long the sweep's end waits for an unreachable server
 
     def __init__(
-        self, study: Study, sweep_id: str, experiment: str, log_model: bool, sweep_dir: str = ""
+        self,
+        study: Study,
+        sweep_id: str,
+        experiment: str,
+        log_model: bool,
+        sweep_dir: str = "",
+        background: bool = False,
     ) -> None:
         self.study = study
         self.sweep_id = sweep_id
         self.experiment = experiment
         self.log_model = log_model
         self.sweep_dir = sweep_dir  # tagged on the parent run, so an experiment finds its files
+        # True in a sweep: MLflow writes run on their own thread, off Tune's loop (BENCHMARKS,
+        # "Scale: the driver's cost per result"); False writes before returning (unit tests)
+        self.background = background
         self._reset()
 
     def _reset(self) -> None:
@@ -65,17 +74,18 @@ class SweepTracker(tune.Callback):
         self._parent_id = ""
         self._runs: dict[str, str] = {}  # trial id -> run id
         self._last_epoch: dict[str, int] = {}  # run id -> last epoch logged
-        self.writes = WriteQueue(on_outage=self._after_outage)
+        self.writes = WriteQueue(on_outage=self._after_outage, background=self.background)
         self._code_version = git_commit()
         self._server_was_lost = False
         self._recheck: set[str] = set()  # runs whose last logged epoch must be asked again
 
     def __getstate__(self) -> dict[str, Any]:
-        kept = ("study", "sweep_id", "experiment", "log_model", "sweep_dir")
+        kept = ("study", "sweep_id", "experiment", "log_model", "sweep_dir", "background")
         return {key: getattr(self, key, "") for key in kept}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update({"sweep_dir": "", **state})  # sweeps pickled before sweep_dir
+        # sweeps pickled before sweep_dir and background
+        self.__dict__.update({"sweep_dir": "", "background": False, **state})
         self._reset()
 
     @property

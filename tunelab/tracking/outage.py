@@ -7,6 +7,8 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import queue
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -32,15 +34,44 @@ class WriteQueue:
 
     RETRY_S = 5.0  # how often an unreachable server is asked again
 
-    def __init__(self, on_outage: Callable[[], None]) -> None:
+    def __init__(self, on_outage: Callable[[], None], background: bool = False) -> None:
         self.on_outage = on_outage
         self.unlogged: list[str] = []  # what MLflow refused, reported at the end
         self._queue: deque[tuple[str, Callable[[], None]]] = deque()
         self._last_probe = 0.0
         self._busy = False  # inside a write or a replay
+        # background: writes run in order on one thread of their own, so the caller (Tune's
+        # loop) does not wait for MLflow; `wait` blocks until they have run
+        self.background = background
+        self._jobs: queue.Queue[tuple[str, Callable[[], None]]] = queue.Queue()
+        self._worker: threading.Thread | None = None
 
     def attempt(self, name: str, call: Callable[[], None]) -> None:
-        """Run `call` now, after what waits before it, or queue it if the server is down."""
+        """Run `call` (on the writer thread in the background), after what waits before it,
+        or queue it if the server is down."""
+        if self.background and threading.current_thread() is not self._worker:
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._work, name="mlflow", daemon=True)
+                self._worker.start()
+            self._jobs.put((name, call))
+            return
+        self._attempt_now(name, call)
+
+    def wait(self) -> None:
+        """Until every write handed to the writer thread has run (or been queued by an outage)."""
+        self._jobs.join()
+
+    def _work(self) -> None:
+        while True:
+            name, call = self._jobs.get()
+            try:
+                self._attempt_now(name, call)
+            except Exception as error:  # on_outage itself failed: report, keep the thread
+                self._skip(name, error)
+            finally:
+                self._jobs.task_done()
+
+    def _attempt_now(self, name: str, call: Callable[[], None]) -> None:
         if self._busy:  # called by another write: an unreachable server queues the outer one
             try:
                 call()
@@ -93,7 +124,9 @@ class WriteQueue:
         return True
 
     def drain(self, wait_s: float) -> None:
-        """At the sweep's end: wait up to `wait_s` for the server, then report what is missing."""
+        """At the sweep's end: let the writer thread finish, wait up to `wait_s` for the server,
+        then report what is missing."""
+        self.wait()
         if self._queue:
             logger.warning(
                 "MLflow: waiting up to %.0f s for the server to log what trials reported", wait_s
