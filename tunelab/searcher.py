@@ -24,7 +24,7 @@ from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Repeater,
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.repeater import TRIAL_INDEX
 
-from tunelab.space import Study, is_grid
+from tunelab.space import Study, is_grid, is_sampled
 
 # Optuna logs a line per configuration told; Ray's own progress says enough (a restored sweep
 # builds no new searcher, so this is set on import)
@@ -95,7 +95,7 @@ def describe(study: Study) -> dict[str, Any]:
     for key, value in study.space.items():
         if is_grid(value):
             space[key] = {"type": "categorical", "choices": list(value["grid_search"])}
-        elif type(value).__module__.startswith("ray."):
+        elif is_sampled(value):
             distribution = OptunaSearch.convert_search_space({key: value})[key]
             space[key] = _distribution_fields(distribution)
     return {

@@ -285,7 +285,7 @@ def _study_from(path: Path, names: dict[str, Any]) -> Study:
 
 
 def _default_search(space: dict[str, Any]) -> str:
-    return "random" if any(_is_random(value) for value in space.values()) else "grid"
+    return "random" if any(is_sampled(value) for value in space.values()) else "grid"
 
 
 def _search_problems(study: Study) -> list[str]:
@@ -312,7 +312,7 @@ def _search_problems(study: Study) -> list[str]:
     elif limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         problems.append(f"MAX_CONCURRENT = {limit!r}: expected an integer >= 1")
     grids = [key for key, value in study.space.items() if is_grid(value)]
-    randoms = [key for key, value in study.space.items() if _is_random(value)]
+    randoms = [key for key, value in study.space.items() if is_sampled(value)]
     if search == "grid" and randoms:
         problems.append(
             f"SEARCH = 'grid', but SPACE samples {', '.join(randoms)}: a grid lists its values "
@@ -364,8 +364,9 @@ def is_grid(value: Any) -> bool:
     return isinstance(value, dict) and set(value) == {"grid_search"}
 
 
-def _is_random(value: Any) -> bool:
-    """A Ray Tune domain (tune.uniform, tune.choice, ...); plain values and grids are not."""
+def is_sampled(value: Any) -> bool:
+    """A Ray Tune domain Ray samples from (tune.uniform, tune.choice, ...); plain values and
+    tune.grid_search are not."""
     if not type(value).__module__.startswith("ray."):
         return False
     from ray.tune.search.sample import Domain
@@ -375,7 +376,7 @@ def _is_random(value: Any) -> bool:
 
 def _is_range(value: Any) -> bool:
     """A numeric Ray Tune domain (tune.uniform, tune.randint, ...), not a list of choices."""
-    if not _is_random(value):
+    if not is_sampled(value):
         return False
     from ray.tune.search.sample import Float, Integer
 

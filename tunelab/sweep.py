@@ -132,6 +132,8 @@ def study_from_args(args: argparse.Namespace) -> Study:
         if args.gpus_per_trial is not None:
             resources["gpu"] = args.gpus_per_trial
         changes["resources"] = resources
+    if not changes and not overrides:  # load_study has validated the file as it is
+        return study
     # validated again as a whole: a flag can clash with the file (--num-samples on a grid)
     return dataclasses.replace(study, **changes).with_base(overrides)
 
