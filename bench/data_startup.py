@@ -76,7 +76,7 @@ def main() -> None:
             rows.append(row)
             print(
                 f"{times}x ({row['images']} images): driver hash {hash_s:.2f} s; opening the "
-                f"cache {row['cache_open_given_s']:.3f} s with the fingerprint, "
+                f"cache {row['cache_open_given_s'] * 1e3:.2f} ms with the fingerprint, "
                 f"{row['cache_open_hashing_s']:.3f} s hashing; whole prepare "
                 f"{row['prepare_given_s']:.3f} s with it, {row['prepare_hashing_s']:.3f} s hashing",
                 flush=True,

@@ -8,7 +8,7 @@ from PIL import Image
 
 from tunelab.config import DataConfig
 from tunelab.data import load
-from tunelab.data.cache import _write_entry, cache_dir
+from tunelab.data.cache import ARRAY_NAMES, _write_entry, cache_dir
 from tunelab.data.publish import FOLDER_MODE, publish
 from tunelab.data.synthetic import ensure_synthetic
 
@@ -29,9 +29,9 @@ def test_load_gives_arrays_at_input_size_and_channels(make_png_dataset, cfg):
     assert set(np.unique(grey.masks)) == {0, 1}
     assert grey.class_names == ("Alpha", "Beta")
     assert grey.classes.tolist() == [0, 0, 0, 0, 1, 1]
-    assert grey.cases == ("A00", "A00", "A01", "A01", "B00", "B00")
+    assert grey.case_names.tolist() == ["A00", "A00", "A01", "A01", "B00", "B00"]
     assert grey.source_sizes.tolist() == [[40, 40]] * 6
-    assert grey.layout == "ebhi" and grey.files[0].endswith("A00-1-400-000.png")
+    assert grey.layout == "ebhi" and grey.paths()[0].endswith("A00-1-400-000.png")
     rgb = load(cfg(root, input_size=16, channels=3))
     assert rgb.images.shape == (6, 16, 16, 3)
     assert not np.array_equal(rgb.images[..., 0], rgb.images[..., 1])  # colour is kept
@@ -66,7 +66,7 @@ def test_broken_pairs_are_skipped_with_path_and_reason(make_png_dataset, cfg):
     assert "corrupt" in reasons[str(corrupt)]
     assert "corrupt" in reasons[str(garbage)]
     assert "label size 30x20 differs from image size 40x40" in reasons[str(other_size)]
-    assert len(data.images) == 1 and data.files[0].endswith("A01-1-400-001.png")
+    assert len(data.images) == 1 and data.paths()[0].endswith("A01-1-400-001.png")
     again = load(cfg(root, input_size=16))  # from the cache: the decode problems are still there
     assert again.cache_hit and dict(again.skipped) == reasons
 
@@ -85,13 +85,9 @@ def test_second_load_hits_the_cache_with_identical_arrays(make_png_dataset, cfg)
     first, second = load(cfg(root, input_size=16)), load(cfg(root, input_size=16))
     assert not first.cache_hit and second.cache_hit
     assert first.cache_path == second.cache_path
-    for name in ("images", "masks", "classes", "source_sizes"):
+    for name in ("images", "masks", "classes", "source_sizes", "file_names", "case_names"):
         assert np.array_equal(getattr(first, name), getattr(second, name))
-    assert (first.class_names, first.cases, first.files) == (
-        second.class_names,
-        second.cases,
-        second.files,
-    )
+    assert first.class_names == second.class_names
 
 
 def test_cache_key_follows_content_size_channels_and_task(make_png_dataset, cfg):
@@ -115,7 +111,7 @@ def test_moved_dataset_hits_and_reports_its_new_paths(make_png_dataset, cfg):
     moved = shutil.move(root, root.with_name("moved"))
     second = load(cfg(moved))
     assert second.cache_hit and second.cache_path == first.cache_path
-    assert second.files[0].startswith(str(moved))
+    assert second.paths()[0].startswith(str(moved))
 
 
 def test_unwritable_cache_dir_is_a_clear_error(make_png_dataset, tmp_path: Path):
@@ -157,9 +153,7 @@ def test_concurrent_loads_agree_and_a_lost_write_race_is_harmless(make_png_datas
     assert len({r.cache_path for r in results}) == 1
     assert all(np.array_equal(r.images, results[0].images) for r in results)
     entry = Path(results[0].cache_path)
-    _write_entry(
-        entry, {n: np.zeros(1) for n in ("images", "masks", "classes", "source_sizes")}, {}
-    )
+    _write_entry(entry, {name: np.zeros(1) for name in ARRAY_NAMES}, {})
     assert load(cfg(root)).cache_hit  # the late writer left the winner's entry alone
     assert [p.name for p in entry.parent.iterdir()] == [entry.name]  # no temp folders left
 
@@ -210,8 +204,24 @@ def test_a_given_fingerprint_opens_the_entry_without_listing_or_hashing(
     trial = load(cfg(root, input_size=16), {driver.root: driver.fingerprint})
     assert not trial.hashed and trial.cache_hit and trial.fingerprint == driver.fingerprint
     assert trial.cache_path == driver.cache_path and trial.layout == driver.layout
-    assert np.array_equal(trial.images, driver.images) and trial.files == driver.files
+    assert np.array_equal(trial.images, driver.images) and np.array_equal(
+        trial.paths(), driver.paths()
+    )
     assert sorted(trial.skipped) == sorted(driver.skipped)  # the stray file and the broken label
+
+
+def test_opening_an_entry_reads_nothing_that_grows_with_the_dataset(make_png_dataset, cfg):
+    small = make_png_dataset("ebhi", {"Alpha": 2}, per_case=1, size=8, name="small")
+    large = make_png_dataset("ebhi", {"Alpha": 2}, per_case=8, size=8, name="large")
+    driver = {root: load(cfg(root, input_size=8)) for root in (small, large)}
+    meta = [Path(driver[root].cache_path, "meta.json").read_bytes() for root in (small, large)]
+    assert len(meta[0]) == len(meta[1])  # per dataset, not per file: 2 vs 16 images
+    trial = load(cfg(large, input_size=8), {driver[large].root: driver[large].fingerprint})
+    assert not trial.hashed and len(trial.images) == 16
+    for name in ARRAY_NAMES:  # file names and cases too: mapped, not parsed into Python objects
+        assert isinstance(getattr(trial, name), np.memmap), name
+    assert trial.paths(np.array([15]))[0] == f"{large}/Alpha/image/A01-1-400-007.png"
+    assert trial.case_names[15] == "A01"
 
 
 def test_a_given_fingerprint_without_its_entry_falls_back_to_hashing(make_png_dataset, cfg):

@@ -140,7 +140,7 @@ def _kept(data: LoadedDataset, cfg: DataConfig, what: str) -> _Kept:
             f"(data.min_foreground = {cfg.min_foreground}, "
             f"data.blank_tissue_filter = {cfg.blank_tissue_filter})"
         )
-    files = np.asarray(data.files)[kept]
+    files = data.paths(kept)
     masks = np.asarray(data.masks[kept])
     _check_labels(masks, list(files), cfg)
     return _Kept(
@@ -148,7 +148,7 @@ def _kept(data: LoadedDataset, cfg: DataConfig, what: str) -> _Kept:
         masks=masks,
         classes=data.classes[kept],
         files=files,
-        cases=np.asarray(data.cases)[kept],
+        cases=np.asarray(data.case_names[kept]),
         filtered=filtered,
     )
 
