@@ -8,6 +8,7 @@ import torch
 from tunelab.config import BINARY_ONLY_LOSSES, LossName
 from tunelab.losses import (
     LOSSES,
+    add_sums,
     class_weights_from_frequencies,
     get_loss,
     soft_dice_score,
@@ -219,3 +220,20 @@ def test_bf16_logits_give_float32_loss(name, k):
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert torch.isfinite(LOSSES[name](low, target, weights))
+
+
+@pytest.mark.parametrize(("name", "k"), CASES)
+def test_a_set_summed_a_batch_at_a_time_gives_the_loss_of_the_whole_set(name, k):
+    logits, target = binary_batch(n=7) if k == 1 else multiclass_batch(k, n=7)
+    target[4:] = 0  # batches unlike each other, as a set's are: the last all background
+    loss, weights = LOSSES[name], weights_for(logits)
+    whole = loss(logits, target, weights).item()
+    sums: dict = {}
+    batches = (slice(0, 3), slice(3, 4), slice(4, 7))  # uneven, as a short last batch is
+    for part in batches:
+        sums = add_sums(sums, loss.sums(logits[part], target[part], weights))
+    assert loss.of_sums(sums).item() == pytest.approx(whole, rel=1e-6)
+    if name in ("wce", "logdice_ce"):  # ratios of sums: a mean of batch losses is not the loss
+        sizes = np.array([3, 1, 3])
+        batch_losses = [loss(logits[p], target[p], weights).item() for p in batches]
+        assert np.average(batch_losses, weights=sizes) != pytest.approx(whole, rel=1e-4)

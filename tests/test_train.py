@@ -12,6 +12,7 @@ from tunelab.config import TrialConfig
 from tunelab.data import prepare
 from tunelab.device import resolve_device, resolve_dtype
 from tunelab.early_stop import trend_index
+from tunelab.inference import logit_batches
 from tunelab.metric_names import IMAGE_METRICS
 from tunelab.model import UNet
 from tunelab.train import Trainer, fit, main
@@ -334,20 +335,59 @@ def test_a_size_that_is_not_a_multiple_of_2_to_the_depth_trains_and_tests(tiny):
 
 def test_tiles_blend_back_to_the_whole_image_prediction(tiny):
     # a pointwise model predicts each pixel alone, so any tiling must give the same map
-    trainer = Trainer(tiny(**{"eval.tile_size": 16, "eval.tile_overlap": 0.5}))
-    trainer.model = torch.nn.Conv2d(1, 1, 1)
-    images = trainer.data.test.images[:3]  # 32 x 32: 9 overlapping 16 x 16 tiles each
+    model = torch.nn.Conv2d(1, 1, 1)
+    images = Trainer(tiny()).data.test.images[:3]  # 32 x 32: 9 overlapping 16 x 16 tiles each
     with torch.no_grad():
-        whole = trainer.model(images)
-    torch.testing.assert_close(trainer.predict_logits(images), whole)
-    assert trainer.predict_logits(images).shape == (3, 1, 32, 32)
+        whole = model(images)
+    batches = logit_batches(
+        model, images, device=torch.device("cpu"), batch_size=2, tile_size=16, tile_overlap=0.5
+    )
+    tiled = list(batches)
+    assert [len(b) for b in tiled] == [2, 1]
+    torch.testing.assert_close(torch.cat(tiled), whole)
+
+
+@pytest.mark.parametrize("loss", ["wce", "logdice_ce", "dice"])
+def test_validation_and_test_scored_a_batch_at_a_time_equal_the_whole_set_at_once(tiny, loss):
+    # streamed (any set is over 0 MB), 2 x batch_size 3 = 6 images per prediction batch:
+    # several batches and a short last one; wce and logdice_ce are ratios of sums over the set,
+    # not means of batch means
+    overrides = {"train.batch_size": 3, "data.split": "image", "eval.device_set_mb": 0.0}
+    cfg = tiny(**{"train.loss": loss, **overrides})
+    trainer = Trainer(cfg)
+    data = trainer.data
+    assert len(data.val_images) % 6 and len(data.val_images) > 6 and len(data.test) > 6
+    assert trainer.val_streamed
+    result = next(trainer.epochs())
+    tested = trainer.score_test()  # the best epoch is this one: the weights now in the model
+    trainer.model.eval()
+    with torch.no_grad():
+        val_logits, test_logits = trainer.model(data.val_images), trainer.model(data.test.images)
+    whole = trainer.loss_fn(val_logits, data.val_masks, trainer.class_weights).item()
+    assert result.val_loss == pytest.approx(whole, rel=1e-5)
+    thresholds = cfg.eval.thresholds
+    expected = metrics.score(
+        val_logits, data.val_masks, data.val_classes, data.class_names, thresholds, otsu=True
+    )
+    assert result.metrics.keys() == expected.keys()
+    assert result.metrics == pytest.approx(expected, rel=1e-6)
+    columns = metrics.image_scores(
+        test_logits, data.test.masks, thresholds, True, cfg.eval.boundary_tolerance
+    )
+    expected = metrics.summarise(*columns, data.test.classes, data.test.class_names)
+    assert tested.metrics.keys() == expected.keys() and "hd95" in expected
+    assert tested.metrics == pytest.approx(expected, rel=1e-6)
 
 
 def test_a_validation_set_over_the_device_limit_streams_to_the_same_scores(tiny):
     held = Trainer(tiny())
     streamed = Trainer(tiny(**{"eval.device_set_mb": 0.0}))  # any set is over 0 MB
     assert not held.val_streamed and held.val_images.device == held.device
+    assert held.val_masks.device == held.device
     # in host memory (pinned where a GPU is the device), not copied to the device
     assert streamed.val_streamed and streamed.val_images.device.type == "cpu"
+    assert streamed.val_masks.device.type == "cpu"
     for a, b in zip(held.epochs(), streamed.epochs(), strict=True):
-        assert a.val_loss == b.val_loss and a.metrics == b.metrics
+        # float64 sums of float32 batch sums: equal to the last digits of float32
+        assert a.val_loss == pytest.approx(b.val_loss, rel=1e-6) and a.metrics == b.metrics
+    assert a.test.metrics == b.test.metrics  # the test set streams above the limit too

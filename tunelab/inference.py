@@ -5,6 +5,7 @@ window for images too large for memory."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -21,7 +22,7 @@ def autocast(
 
 
 @torch.no_grad()
-def predict_logits(
+def logit_batches(
     model: nn.Module,
     images: Tensor,
     *,
@@ -31,22 +32,22 @@ def predict_logits(
     memory_format: torch.memory_format = torch.contiguous_format,
     tile_size: int = 0,
     tile_overlap: float = 0.25,
-) -> Tensor:
-    """Logits (N, K, H, W) in float32 on `device`, for images (N, C, H, W) on any device.
+) -> Iterator[Tensor]:
+    """Logits (n, K, H, W) in float32 on `device` of `batch_size` images (N, C, H, W) at a
+    time, from images on any device; a caller that scores each batch keeps only the scores.
 
     `tile_size` 0 predicts whole images; otherwise tiles of that size overlap by `tile_overlap`
     and are blended with Gaussian weights (MONAI's `sliding_window_inference`).
     """
     model.eval()
-    chunks = []
     for start in range(0, len(images), batch_size):
         # non_blocking: from pinned host memory the copy overlaps the previous batch's work
         batch = images[start : start + batch_size].to(
             device, memory_format=memory_format, non_blocking=True
         )
         with autocast(device, autocast_dtype):
-            chunks.append(_predict(model, batch, batch_size, tile_size, tile_overlap))
-    return torch.cat(chunks).float()
+            logits = _predict(model, batch, batch_size, tile_size, tile_overlap)
+        yield logits.float()
 
 
 def _predict(

@@ -1,6 +1,7 @@
 """Segmentation losses of studies A and B: pure tensor functions in a plain-dict registry.
 
-Every loss is called as `loss(logits, target, class_weights)` and returns a scalar:
+Every loss is called as `loss(logits, target, class_weights)` and returns a scalar (a `Loss`
+also gives the sums a large set's loss is built from, a batch at a time):
 - logits (N, K, H, W), raw outputs: K = 1 for binary tasks, K = num_classes for multiclass;
 - target (N, H, W), integer class indices (binary: 0 background, 1 foreground);
 - class_weights (K',) or None, used by `wce` only: K' = 2 for binary ([background, foreground]),
@@ -11,14 +12,13 @@ Everything is computed in float32, so bf16/fp16 logits straight out of autocast 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from tunelab.config import BINARY_ONLY_LOSSES
-
-LossFn = Callable[[Tensor, Tensor, Tensor | None], Tensor]
 
 # Added to the numerator and denominator of every per-image, per-class soft Dice. The sums are
 # pixel counts, so 1.0 is one pixel: negligible for classes of tens of pixels or more, yet it keeps
@@ -50,38 +50,80 @@ def _binary(name: str, logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     return logits[:, 0].float(), target.float()  # (N, H, W)
 
 
-def bce(logits: Tensor, target: Tensor, class_weights: Tensor | None = None) -> Tensor:
+# mean's name -> (sum, count) over one batch; adding them over batches gives the set's means
+Sums = dict[str, tuple[Tensor, Tensor | float]]
+
+
+@dataclass(frozen=True)
+class Loss:
+    """A loss as a function of a few means over its set: over pixels, images or weights.
+
+    `sums(logits, target, class_weights)` gives each mean of one batch as (sum, count); summed
+    over batches they give the whole set's, so a set too large for the device is scored a batch
+    at a time to the same loss (validation and test streaming, `add_sums`). `of_means` turns
+    the means into the loss. Called like a function, it is the loss of one batch.
+    """
+
+    sums: Callable[[Tensor, Tensor, Tensor | None], Sums]
+    of_means: Callable[[dict[str, Tensor]], Tensor]
+
+    def __call__(
+        self, logits: Tensor, target: Tensor, class_weights: Tensor | None = None
+    ) -> Tensor:
+        return self.of_sums(self.sums(logits, target, class_weights))
+
+    def of_sums(self, sums: Sums) -> Tensor:
+        return self.of_means({name: total / count for name, (total, count) in sums.items()})
+
+
+def add_sums(totals: Sums, batch: Sums) -> Sums:
+    """Running totals plus one batch's sums, in float64: a float32 sum over millions of pixels
+    would lose the digits a validation loss is compared on."""
+    return {
+        name: (
+            totals[name][0] + total.double() if name in totals else total.double(),
+            totals[name][1] + count if name in totals else count,
+        )
+        for name, (total, count) in batch.items()
+    }
+
+
+def _bce_sums(logits: Tensor, target: Tensor, class_weights: Tensor | None) -> Sums:
     """Study A's baseline: a network ending in a sigmoid trained with plain BCE (nn.BCELoss)."""
     x, t = _binary("bce", logits, target)
     # CUDA autocast refuses binary_cross_entropy; it runs in float32 here, so that is moot
     with torch.autocast(x.device.type, enabled=False):
-        return F.binary_cross_entropy(torch.sigmoid(x), t)
+        total = F.binary_cross_entropy(torch.sigmoid(x), t, reduction="sum")
+    return {"bce": (total, x.numel())}
 
 
-def bce_logits(logits: Tensor, target: Tensor, class_weights: Tensor | None = None) -> Tensor:
+def _bce_logits_sums(logits: Tensor, target: Tensor, class_weights: Tensor | None) -> Sums:
     """BCE fused with the sigmoid (BCEWithLogits): study A's arm without a final sigmoid."""
     x, t = _binary("bce_logits", logits, target)
-    return F.binary_cross_entropy_with_logits(x, t)
+    return {"bce_logits": (F.binary_cross_entropy_with_logits(x, t, reduction="sum"), x.numel())}
 
 
-def smooth_l1(logits: Tensor, target: Tensor, class_weights: Tensor | None = None) -> Tensor:
+def _smooth_l1_sums(logits: Tensor, target: Tensor, class_weights: Tensor | None) -> Sums:
     """SmoothL1 (beta 1) between sigmoid probabilities and the 0/1 target, as in study A.
 
     Since |p - t| <= 1 = beta, this always equals half the mean squared error.
     """
     x, t = _binary("smooth_l1", logits, target)
-    return F.smooth_l1_loss(torch.sigmoid(x), t)
+    return {"smooth_l1": (F.smooth_l1_loss(torch.sigmoid(x), t, reduction="sum"), x.numel())}
 
 
-def ce(logits: Tensor, target: Tensor, class_weights: Tensor | None = None) -> Tensor:
-    """Pixel-wise cross entropy averaged over pixels and batch; for K = 1, BCE with logits."""
+def _ce_sums(logits: Tensor, target: Tensor, class_weights: Tensor | None = None) -> Sums:
+    """Pixel-wise cross entropy over pixels and batch; for K = 1, BCE with logits."""
     _check_shapes(logits, target)
     if logits.shape[1] == 1:
-        return bce_logits(logits, target)
-    return F.cross_entropy(logits.float(), target.long())
+        total, count = _bce_logits_sums(logits, target, None)["bce_logits"]
+    else:
+        total = F.cross_entropy(logits.float(), target.long(), reduction="sum")
+        count = target.numel()
+    return {"ce": (total, count)}
 
 
-def wce(logits: Tensor, target: Tensor, class_weights: Tensor | None) -> Tensor:
+def _wce_sums(logits: Tensor, target: Tensor, class_weights: Tensor | None) -> Sums:
     """Class-weighted cross entropy (study B), e.g. with `class_weights_from_frequencies`.
 
     Normalised like nn.CrossEntropyLoss(weight=w): divided by the summed weights of the target
@@ -101,13 +143,15 @@ def wce(logits: Tensor, target: Tensor, class_weights: Tensor | None) -> Tensor:
             f"{tuple(class_weights.shape)}"
         )
     weights = class_weights.to(logits.device, torch.float32)
-    if k > 1:
-        return F.cross_entropy(logits.float(), target.long(), weight=weights)
     pixel_weights = weights[target.long()]  # (N, H, W)
-    per_pixel = F.binary_cross_entropy_with_logits(
-        logits[:, 0].float(), target.float(), reduction="none"
-    )
-    return (pixel_weights * per_pixel).sum() / pixel_weights.sum()
+    if k > 1:
+        total = F.cross_entropy(logits.float(), target.long(), weight=weights, reduction="sum")
+    else:
+        per_pixel = F.binary_cross_entropy_with_logits(
+            logits[:, 0].float(), target.float(), reduction="none"
+        )
+        total = (pixel_weights * per_pixel).sum()
+    return {"wce": (total, pixel_weights.sum())}
 
 
 def soft_dice_score(logits: Tensor, target: Tensor) -> Tensor:
@@ -129,23 +173,23 @@ def soft_dice_score(logits: Tensor, target: Tensor) -> Tensor:
     return (2 * overlap + DICE_EPS) / (total + DICE_EPS)
 
 
-def dice(logits: Tensor, target: Tensor, class_weights: Tensor | None = None) -> Tensor:
-    """Soft Dice loss: 1 - Dice averaged over classes and images (study B, eq. 6)."""
-    return 1 - soft_dice_score(logits, target).mean()
+def _dice_sums(logits: Tensor, target: Tensor, class_weights: Tensor | None = None) -> Sums:
+    """Soft Dice averaged over classes and images (every image has K' classes)."""
+    scores = soft_dice_score(logits, target)  # (N, K')
+    return {"dice": (scores.sum(), scores.numel())}
 
 
-def dice_ce(logits: Tensor, target: Tensor, class_weights: Tensor | None = None) -> Tensor:
-    """CE + Dice loss (study B, eq. 7)."""
-    return ce(logits, target) + dice(logits, target)
+def _ce_and_dice_sums(logits: Tensor, target: Tensor, class_weights: Tensor | None) -> Sums:
+    return _ce_sums(logits, target) | _dice_sums(logits, target)
 
 
-def logdice_ce(logits: Tensor, target: Tensor, class_weights: Tensor | None = None) -> Tensor:
+def _logdice_ce(means: dict[str, Tensor]) -> Tensor:
     """CE - log(mean soft Dice): study B's proposal (eq. 12) to put both terms on a log scale.
 
     The paper writes log(-DICE) + CE with DICE = -score, whose minimum would be Dice 0; the
     intended term is -log(score), which is 0 for a perfect overlap. DICE_EPS keeps score > 0.
     """
-    return ce(logits, target) - torch.log(soft_dice_score(logits, target).mean())
+    return means["ce"] - torch.log(means["dice"])
 
 
 def class_weights_from_frequencies(freqs: Tensor) -> Tensor:
@@ -166,19 +210,19 @@ def class_weights_from_frequencies(freqs: Tensor) -> Tensor:
     return inverse / inverse.sum()
 
 
-LOSSES: dict[str, LossFn] = {
-    "bce": bce,
-    "bce_logits": bce_logits,
-    "smooth_l1": smooth_l1,
-    "dice": dice,
-    "ce": ce,
-    "wce": wce,
-    "dice_ce": dice_ce,
-    "logdice_ce": logdice_ce,
+LOSSES: dict[str, Loss] = {
+    "bce": Loss(_bce_sums, lambda means: means["bce"]),
+    "bce_logits": Loss(_bce_logits_sums, lambda means: means["bce_logits"]),
+    "smooth_l1": Loss(_smooth_l1_sums, lambda means: means["smooth_l1"]),
+    "dice": Loss(_dice_sums, lambda means: 1 - means["dice"]),  # study B, eq. 6
+    "ce": Loss(_ce_sums, lambda means: means["ce"]),
+    "wce": Loss(_wce_sums, lambda means: means["wce"]),
+    "dice_ce": Loss(_ce_and_dice_sums, lambda means: means["ce"] + 1 - means["dice"]),  # eq. 7
+    "logdice_ce": Loss(_ce_and_dice_sums, _logdice_ce),
 }
 
 
-def get_loss(name: str) -> LossFn:
+def get_loss(name: str) -> Loss:
     """The loss registered under `name`; unknown names list the valid ones."""
     try:
         return LOSSES[name]

@@ -203,6 +203,17 @@ def image_scores(
     return by_class, set_only
 
 
+def concat_image_scores(
+    batches: Sequence[tuple[dict[str, Tensor], dict[str, Tensor]]],
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """`image_scores` of consecutive batches -> those of all their images, in order."""
+    by_class, set_only = batches[0]
+    return (
+        {name: torch.cat([batch[0][name] for batch in batches]) for name in by_class},
+        {name: torch.cat([batch[1][name] for batch in batches]) for name in set_only},
+    )
+
+
 def summarise(
     by_class: dict[str, Tensor],
     set_only: dict[str, Tensor],

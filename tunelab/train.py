@@ -31,8 +31,8 @@ from tunelab.data.cache import Fingerprints
 from tunelab.device import resolve_device, resolve_dtype, resolve_memory_format
 from tunelab.early_stop import ConvergenceRule
 from tunelab.epoch_report import EpochResult, Status, TestScores
-from tunelab.inference import autocast, predict_logits
-from tunelab.losses import class_weights_from_frequencies, get_loss
+from tunelab.inference import autocast, logit_batches
+from tunelab.losses import Sums, add_sums, class_weights_from_frequencies, get_loss
 from tunelab.metric_names import IMAGE_METRICS
 from tunelab.model import UNet
 
@@ -93,16 +93,19 @@ class Trainer:
         self.best_weights: dict[str, Tensor] | None = None
         self.tested = False
         # on the device while they fit eval.device_set_mb; above it, in host memory (pinned
-        # where the device is a GPU, so each batch copies asynchronously), streamed a batch at a
-        # time by `predict_logits`: the same predictions either way
-        images = self.data.val_images
-        self.val_streamed = images.numel() * images.element_size() > cfg.eval.device_set_mb * 1e6
+        # where the device is a GPU, so each batch copies asynchronously), with their masks,
+        # streamed and scored a batch at a time (`_predictions`): the same scores either way
+        images, masks = self.data.val_images, self.data.val_masks
+        self.val_streamed = self._over_device_limit(images)
         if not self.val_streamed:
             images = images.to(self.device, memory_format=self.memory_format)
+            masks = masks.to(self.device)
         elif self.device.type == "cuda":
-            images = images.pin_memory()
-        self.val_images = images
-        self.val_masks = self.data.val_masks.to(self.device)
+            images, masks = images.pin_memory(), masks.pin_memory()
+        self.val_images, self.val_masks = images, masks
+
+    def _over_device_limit(self, images: Tensor) -> bool:
+        return images.numel() * images.element_size() > self.cfg.eval.device_set_mb * 1e6
 
     def _loss(self, x: Tensor, y: Tensor) -> Tensor:
         with autocast(self.device, self.autocast_dtype):
@@ -168,19 +171,29 @@ class Trainer:
         if best["weights"] is not None:
             self.best_weights = {k: v.to(self.device) for k, v in best["weights"].items()}
 
-    def predict_logits(self, images: Tensor) -> Tensor:
-        """Logits (N, K, H, W) in float32 on the device, for images on any device (in tiles
-        with eval.tile_size; see `tunelab.inference`)."""
-        return predict_logits(
+    def _predictions(
+        self, images: Tensor, masks: Tensor, streamed: bool
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        """(float32 logits, masks) on the device, for images and masks on any device (in tiles
+        with eval.tile_size; see `tunelab.inference`). `streamed`: a prediction batch at a
+        time, so that only one batch's logits are ever on the device, for callers that score
+        each batch and keep the scores; else the whole set at once (fewer, larger kernels)."""
+        size = 2 * self.cfg.train.batch_size  # no gradients: twice the training batch
+        batches = logit_batches(
             self.model,
             images,
             device=self.device,
-            batch_size=2 * self.cfg.train.batch_size,  # no gradients: twice the training batch
+            batch_size=size,
             autocast_dtype=self.autocast_dtype,
             memory_format=self.memory_format,
             tile_size=self.cfg.eval.tile_size,
             tile_overlap=self.cfg.eval.tile_overlap,
         )
+        if not streamed:
+            yield torch.cat(list(batches)), masks.to(self.device)
+            return
+        for start, logits in zip(range(0, len(images), size), batches, strict=True):
+            yield logits, masks[start : start + size].to(self.device, non_blocking=True)
 
     def _remember_if_best(self, val_loss: float) -> None:
         """Keep the epoch (and, when the test set uses them, the weights) of the lowest
@@ -195,23 +208,28 @@ class Trainer:
         """Score the test set once, with the best-validation weights or the last ones."""
         start = time.perf_counter()
         test = self.data.test
-        if self.best_weights is not None:
+        if self.best_weights is None:
+            epoch, last = self.epoch, None
+        else:
+            epoch = self.best_epoch
             last = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             self.model.load_state_dict(self.best_weights)
-            logits = self.predict_logits(test.images)
-            self.model.load_state_dict(last)
-            epoch = self.best_epoch
-        else:
-            logits = self.predict_logits(test.images)
-            epoch = self.epoch
-        masks = test.masks.to(self.device)
-        by_class, set_only = metrics.image_scores(
-            logits,
-            masks,
-            self.cfg.eval.thresholds,
-            self.cfg.eval.otsu,
-            boundary_tolerance=self.cfg.eval.boundary_tolerance,
+        streamed = self._over_device_limit(test.images)
+        predictions = self._predictions(test.images, test.masks, streamed)
+        by_class, set_only = metrics.concat_image_scores(
+            [
+                metrics.image_scores(
+                    logits,
+                    masks,
+                    self.cfg.eval.thresholds,
+                    self.cfg.eval.otsu,
+                    boundary_tolerance=self.cfg.eval.boundary_tolerance,
+                )
+                for logits, masks in predictions
+            ]
         )
+        if last is not None:
+            self.model.load_state_dict(last)
         classes = test.classes.to(self.device)
         scores = metrics.summarise(by_class, set_only, classes, test.class_names)
         per_image = {name: by_class[name].tolist() for name in IMAGE_METRICS}
@@ -233,7 +251,7 @@ class Trainer:
         """
         classes = self.data.val_classes.numpy()
         picks = [int(np.flatnonzero(classes == k)[0]) for k in np.unique(classes)]
-        logits = self.predict_logits(self.val_images[picks])
+        logits, _ = next(self._predictions(self.val_images[picks], self.val_masks[picks], False))
         if logits.shape[1] == 1:
             predictions = logits[:, 0].sigmoid() > self.cfg.eval.thresholds[0]
         else:
@@ -250,17 +268,18 @@ class Trainer:
         }
 
     def _validate(self) -> tuple[float, dict[str, float]]:
-        logits = self.predict_logits(self.val_images)
-        val_loss = self.loss_fn(logits, self.val_masks, self.class_weights).item()
-        scores = metrics.score(
-            logits,
-            self.val_masks,
-            self.data.val_classes.to(self.device),
-            self.data.class_names,
-            self.cfg.eval.thresholds,
-            self.cfg.eval.otsu,
-        )
-        return val_loss, scores
+        """(validation loss, validation scores): one pass, scored a batch at a time."""
+        sums: Sums = {}
+        images = []
+        for logits, masks in self._predictions(self.val_images, self.val_masks, self.val_streamed):
+            sums = add_sums(sums, self.loss_fn.sums(logits, masks, self.class_weights))
+            images.append(
+                metrics.image_scores(logits, masks, self.cfg.eval.thresholds, self.cfg.eval.otsu)
+            )
+        val_loss = self.loss_fn.of_sums(sums).item()
+        by_class, set_only = metrics.concat_image_scores(images)
+        classes = self.data.val_classes.to(self.device)
+        return val_loss, metrics.summarise(by_class, set_only, classes, self.data.class_names)
 
     def _step_schedule(self, train_loss: float) -> None:
         alpha = self.cfg.train.plateau_ema

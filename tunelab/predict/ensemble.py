@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from tunelab.data.batches import normalize
 from tunelab.device import resolve_device, resolve_dtype, resolve_memory_format
-from tunelab.inference import predict_logits
+from tunelab.inference import logit_batches
 from tunelab.model import UNet
 from tunelab.predict.images import resize
 from tunelab.predict.models import PredictError, TrialModel
@@ -70,7 +70,7 @@ class Ensemble:
         total = None
         for member, model in zip(self.members, self.models, strict=True):
             x = normalize(batch, member.mean, member.std)
-            logits = predict_logits(
+            batches = logit_batches(
                 model,
                 x,
                 device=self.device,
@@ -80,6 +80,7 @@ class Ensemble:
                 tile_size=member.cfg.eval.tile_size,
                 tile_overlap=member.cfg.eval.tile_overlap,
             )
+            logits = torch.cat(list(batches))
             probs = logits.sigmoid() if self.binary else logits.softmax(dim=1)
             total = probs if total is None else total + probs
         mean = total / len(self.models)
