@@ -38,6 +38,11 @@ TIMED = {  # what the driver runs, by where it runs
         ("tunelab.tracking.callback", "SweepTracker", "on_trial_start"),
         ("tunelab.tracking.callback", "SweepTracker", "on_trial_complete"),
     ],
+    # on the tracker's writer thread: a trial's MLflow run, its params, figures and tables
+    "writer_per_trial": [
+        ("tunelab.tracking.callback", "SweepTracker", "_create_trial_run"),
+        ("tunelab.tracking.callback", "SweepTracker", "_end_trial"),
+    ],
     "at_end": [
         ("tunelab.runner", None, "results_frame"),
         ("tunelab.runner", None, "epochs_frame"),
@@ -116,6 +121,9 @@ def tunelab_run(space: Path, storage: Path, mlflow_uri: str) -> dict[str, Any]:
         "tracker_first_fifth_ms": round(1000 * statistics.mean(tracker[:fifth]), 2),
         "tracker_last_fifth_ms": round(1000 * statistics.mean(tracker[-fifth:]), 2),
         "per_trial_ms": round(1000 * sum(spent["per_trial"]) / (len(spent["per_trial"]) / 2), 1),
+        "writer_per_trial_ms": round(
+            1000 * sum(spent["writer_per_trial"]) / (len(spent["writer_per_trial"]) / 2), 1
+        ),
         "at_end_s": round(sum(spent["at_end"]), 2),
     }
 

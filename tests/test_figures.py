@@ -108,15 +108,23 @@ def test_prediction_grid_shows_input_truth_and_prediction_per_class():
         "classes": np.array(["Normal", "Polyp"]),
     }
     fig = prediction_grid(preview)
-    axes = np.array(fig.axes).reshape(2, 3)
+    (ax,) = fig.axes
+    shown = np.asarray(ax.images[0].get_array())  # one mosaic: 8 px panels, 1 px grey frames
+    assert shown.shape == (2 * 9 + 1, 3 * 9 + 1, 3)
     for row in range(2):
-        shown = [np.asarray(ax.images[0].get_array()) for ax in axes[row]]
-        assert np.array_equal(shown[0], preview["images"][row, ..., 0])
-        assert np.array_equal(shown[1], preview["masks"][row])
-        assert np.array_equal(shown[2], preview["predictions"][row])
-        assert axes[row, 2].images[0].get_clim() == (0, 1)  # 1 is white, not rescaled
-        assert axes[row, 0].get_ylabel() == preview["classes"][row]
-    assert [ax.get_title() for ax in axes[0]] == ["input", "truth", "prediction"]
+        y = 1 + 9 * row
+        panels = [shown[y : y + 8, 1 + 9 * col : 9 + 9 * col] for col in range(3)]
+        for panel in panels:  # grey in, grey out: the 3 channels agree
+            assert (panel == panel[..., :1]).all()
+        assert np.array_equal(panels[0][..., 0], preview["images"][row, ..., 0])
+        assert np.array_equal(panels[1][..., 0], preview["masks"][row] * 255)
+        assert (panels[2] == 255).all()  # 1 is white, not rescaled
+    frame = np.ones(shown.shape[:2], bool)
+    frame[1:9, 1:9] = frame[1:9, 10:18] = frame[1:9, 19:27] = False
+    frame[10:18, 1:9] = frame[10:18, 10:18] = frame[10:18, 19:27] = False
+    assert (shown[frame] == 128).all()  # a white panel keeps its edges
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["Normal", "Polyp"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["input", "truth", "prediction"]
 
 
 def test_learning_curves_put_each_loss_function_on_its_own_axis_and_epochs_on_integers():
