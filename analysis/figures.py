@@ -10,7 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from tunelab.metric_names import ALL_METRICS
+from tunelab.metric_names import ALL_METRICS, VAL_PREFIX
 from tunelab.summary import split_reference
 
 
@@ -35,7 +35,7 @@ def learning_curves(
     epochs: pd.DataFrame,
     threshold: float,
     losses: Mapping[str, str] | None = None,
-    metric: str = "val_iou",
+    metric: str = f"{VAL_PREFIX}iou",
 ) -> Figure:
     """By epoch, one line per arm (mean over its replicates, the band spanning them): the
     headline validation metric, which every arm shares; the validation loss, one panel per loss
@@ -49,7 +49,7 @@ def learning_curves(
     panels: list[tuple[str, str, list[str]]] = []  # (column, y label, arms)
     arms = list(dict.fromkeys(str(a) for a in epochs["arm"]))
     if metric in epochs:
-        name = metric.removeprefix("val_")
+        name = metric.removeprefix(VAL_PREFIX)
         label = ALL_METRICS[name].label if name in ALL_METRICS else name
         panels.append((metric, f"validation {label}", arms))
     if "val_loss" in epochs:

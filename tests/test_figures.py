@@ -122,9 +122,24 @@ def test_prediction_grid_shows_input_truth_and_prediction_per_class():
     frame = np.ones(shown.shape[:2], bool)
     frame[1:9, 1:9] = frame[1:9, 10:18] = frame[1:9, 19:27] = False
     frame[10:18, 1:9] = frame[10:18, 10:18] = frame[10:18, 19:27] = False
-    assert (shown[frame] == 128).all()  # a white panel keeps its edges
+    assert (shown[frame] == [176, 196, 222]).all()  # blue-grey: a white panel keeps its edges
     assert [t.get_text() for t in ax.get_yticklabels()] == ["Normal", "Polyp"]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["input", "truth", "prediction"]
+
+
+def test_prediction_grid_keeps_colour_and_spreads_class_labels_from_black_to_white():
+    rng = np.random.default_rng(1)
+    preview = {
+        "images": rng.integers(0, 255, (1, 16, 16, 3), dtype=np.uint8),
+        "masks": np.tile(np.array([0, 1, 2, 2], np.uint8), (1, 16, 4)),  # classes 0..2
+        "predictions": np.zeros((1, 16, 16), np.uint8),
+        "classes": np.array(["Polyp"]),
+    }
+    shown = np.asarray(prediction_grid(preview).axes[0].images[0].get_array())
+    assert np.array_equal(shown[1:17, 1:17], preview["images"][0])  # RGB as it is
+    truth = shown[1:17, 18:34, 0]
+    assert np.array_equal(truth[0, :4], [0, 128, 255, 255])  # 0 black, 1 mid-grey, 2 white
+    assert (shown[1:17, 35:51] == 0).all()
 
 
 def test_learning_curves_put_each_loss_function_on_its_own_axis_and_epochs_on_integers():

@@ -269,11 +269,13 @@ def scores_of(cfg: TrialConfig, data, weights) -> dict[str, float]:
 RISING_AFTER_3 = [1.0, 0.6, 0.4, 0.7, 0.9]
 
 
+@pytest.mark.parametrize("device_set_mb", [1024.0, 0.0])  # whole, or streamed by batch
 @pytest.mark.parametrize("checkpoint, tested_epoch", [("best", 3), ("last", 5)])
 def test_the_test_set_is_scored_once_at_the_end_with_the_chosen_epoch(
-    tiny, checkpoint, tested_epoch
+    tiny, checkpoint, tested_epoch, device_set_mb
 ):
-    cfg = tiny(**{"train.max_epochs": 5, "stop.enabled": False, "eval.checkpoint": checkpoint})
+    overrides = {"eval.checkpoint": checkpoint, "eval.device_set_mb": device_set_mb}
+    cfg = tiny(**{"train.max_epochs": 5, "stop.enabled": False, **overrides})
     trainer = Trainer(cfg)
     script_val_losses(trainer, RISING_AFTER_3)
     snapshots, results = {}, []
@@ -333,18 +335,18 @@ def test_a_size_that_is_not_a_multiple_of_2_to_the_depth_trains_and_tests(tiny):
     assert Trainer(cfg).data.test.images.shape[-2:] == (36, 36)
 
 
-def test_tiles_blend_back_to_the_whole_image_prediction(tiny):
+@pytest.mark.parametrize("streamed", [False, True])
+def test_tiles_blend_back_to_the_whole_image_prediction(tiny, streamed):
     # a pointwise model predicts each pixel alone, so any tiling must give the same map
-    model = torch.nn.Conv2d(1, 1, 1)
-    images = Trainer(tiny()).data.test.images[:3]  # 32 x 32: 9 overlapping 16 x 16 tiles each
+    trainer = Trainer(tiny(**{"eval.tile_size": 16, "eval.tile_overlap": 0.5}))
+    trainer.model = torch.nn.Conv2d(1, 1, 1)
+    test = trainer.data.test  # 32 x 32: 9 overlapping 16 x 16 tiles each
     with torch.no_grad():
-        whole = model(images)
-    batches = logit_batches(
-        model, images, device=torch.device("cpu"), batch_size=2, tile_size=16, tile_overlap=0.5
-    )
-    tiled = list(batches)
-    assert [len(b) for b in tiled] == [2, 1]
-    torch.testing.assert_close(torch.cat(tiled), whole)
+        whole = trainer.model(test.images)
+    tiled = list(trainer._predictions(test.images, test.masks, streamed))
+    assert len(tiled) == (-(-len(test) // 16) if streamed else 1)  # 2 x batch size 8
+    torch.testing.assert_close(torch.cat([logits for logits, _ in tiled]), whole)
+    assert torch.equal(torch.cat([masks for _, masks in tiled]), test.masks)
 
 
 @pytest.mark.parametrize("loss", ["wce", "logdice_ce", "dice"])
@@ -360,9 +362,13 @@ def test_validation_and_test_scored_a_batch_at_a_time_equal_the_whole_set_at_onc
     assert trainer.val_streamed
     result = next(trainer.epochs())
     tested = trainer.score_test()  # the best epoch is this one: the weights now in the model
-    trainer.model.eval()
-    with torch.no_grad():
-        val_logits, test_logits = trainer.model(data.val_images), trainer.model(data.test.images)
+    # the same batches' logits, scored here as one set (a conv's last bits may depend on the
+    # batch, so the reference takes the same batches)
+    cpu = torch.device("cpu")
+    val_logits, test_logits = (
+        torch.cat(list(logit_batches(trainer.model, images, device=cpu, batch_size=6)))
+        for images in (data.val_images, data.test.images)
+    )
     whole = trainer.loss_fn(val_logits, data.val_masks, trainer.class_weights).item()
     assert result.val_loss == pytest.approx(whole, rel=1e-5)
     thresholds = cfg.eval.thresholds

@@ -184,8 +184,9 @@ class EvalConfig:
     # window, Gaussian-weighted), for images too large for memory; 0 = whole images
     tile_size: int = 0
     tile_overlap: float = 0.25
-    # validation images above this size (MB, float32) stay in host memory, pinned on a GPU
-    # machine, and go to the device a batch at a time, as the test set always does
+    # validation images above this size (MB, float32) stay in host memory with their masks,
+    # pinned on a GPU machine, and go to the device a batch at a time, as test images always
+    # do; a validation or test set above it is also scored a batch at a time (losses as sums)
     device_set_mb: float = 1024.0
 
     def __post_init__(self) -> None:

@@ -1,4 +1,5 @@
-"""Segmentation losses of studies A and B: pure tensor functions in a plain-dict registry.
+"""Segmentation losses of studies A and B: pure tensor functions, in a plain-dict registry of
+`Loss`.
 
 Every loss is called as `loss(logits, target, class_weights)` and returns a scalar (a `Loss`
 also gives the sums a large set's loss is built from, a batch at a time):
@@ -82,10 +83,14 @@ def add_sums(totals: Sums, batch: Sums) -> Sums:
     return {
         name: (
             totals[name][0] + total.double() if name in totals else total.double(),
-            totals[name][1] + count if name in totals else count,
+            totals[name][1] + _double(count) if name in totals else _double(count),
         )
         for name, (total, count) in batch.items()
     }
+
+
+def _double(count: Tensor | float) -> Tensor | float:
+    return count.double() if isinstance(count, Tensor) else count
 
 
 def _bce_sums(logits: Tensor, target: Tensor, class_weights: Tensor | None) -> Sums:

@@ -2,7 +2,9 @@
 
 Step 1 counts [tp, fp, fn, tn] as int64 in the last dim, kept per image (and per threshold or
 class), so any average (per image, per tumour class, whole set) is one line. Step 2 reduces counts
-of any leading shape to a metric of that shape. `score` is what the training loop calls.
+of any leading shape to a metric of that shape. `score` scores a set in one call; the training
+loop scores large sets a batch at a time with the same parts (`image_scores` per batch,
+`concat_image_scores`, `summarise`).
 
 Conventions:
 - binary prediction is foreground where prob >= threshold; thresholds are cast to the dtype of

@@ -40,7 +40,8 @@ R = TypeVar("R")
 FORMAT_VERSION = 3  # bump when decoding or meta changes: old entries then stop matching
 Fingerprints = Mapping[str, str]  # dataset root -> `fingerprint` of its files
 # per image, all memory-mapped: file names and cases too, so that opening an entry reads no
-# list that grows with the dataset (meta.json holds only what is per dataset)
+# list that grows with the dataset (meta.json holds what is per dataset, and the few files
+# the scan or the decoder skipped)
 ARRAY_NAMES = ("images", "masks", "classes", "source_sizes", "file_names", "case_names")
 
 

@@ -142,7 +142,7 @@ def _kept(data: LoadedDataset, cfg: DataConfig, what: str) -> _Kept:
         )
     files = data.paths(kept)
     masks = np.asarray(data.masks[kept])
-    _check_labels(masks, list(files), cfg)
+    _check_labels(masks, files, cfg)
     return _Kept(
         images=np.asarray(data.images[kept]),
         masks=masks,
@@ -305,7 +305,7 @@ def pixel_frequencies(masks: np.ndarray, num_classes: int) -> Tensor:
     return torch.tensor(counts / counts.sum(), dtype=torch.float32)
 
 
-def _check_labels(masks: np.ndarray, files: list[str], cfg: DataConfig) -> None:
+def _check_labels(masks: np.ndarray, files: np.ndarray, cfg: DataConfig) -> None:
     """Multiclass labels must be < data.num_classes, or the loss would index out of range."""
     if cfg.task != "multiclass":
         return

@@ -29,7 +29,7 @@ def learning_curve(history: pd.DataFrame, title: str = "") -> Figure:
 
 
 PANELS = ("input", "truth", "prediction")
-GAP_GREY = 128
+FRAME_COLOUR = (176, 196, 222)  # a blue-grey no label's grey level can take
 
 
 def prediction_grid(preview: Mapping[str, np.ndarray], title: str = "") -> Figure:
@@ -42,7 +42,7 @@ def prediction_grid(preview: Mapping[str, np.ndarray], title: str = "") -> Figur
     gap = panel_gap(preview)
     fig = Figure(figsize=(6, 2 * n))
     ax = fig.add_subplot()
-    ax.imshow(prediction_mosaic(preview), interpolation="nearest")
+    ax.imshow(prediction_mosaic(preview))
     ax.set_xticks(panel_centres(len(PANELS), width, gap), PANELS)
     ax.xaxis.tick_top()
     classes = [str(name) for name in preview["classes"]]
@@ -55,8 +55,8 @@ def prediction_grid(preview: Mapping[str, np.ndarray], title: str = "") -> Figur
 
 
 def prediction_mosaic(preview: Mapping[str, np.ndarray]) -> np.ndarray:
-    """(rows, columns, 3) uint8 of `preview`'s panels: a row per sample, framed in grey (a
-    white or black panel still shows its edges), `panel_gap` pixels apart.
+    """(rows, columns, 3) uint8 of `preview`'s panels: a row per sample, framed in FRAME_COLOUR
+    (a white or black panel still shows its edges), `panel_gap` pixels apart.
 
     Labels share one grey scale, 0 black to the highest label white, so an all-foreground
     prediction shows white instead of being rescaled.
@@ -71,16 +71,18 @@ def prediction_mosaic(preview: Mapping[str, np.ndarray]) -> np.ndarray:
     panels = [np.broadcast_to(images, (n, height, width, 3))]  # grey inputs: C = 1
     panels += [grey(preview["masks"]), grey(preview["predictions"])]
     gap = panel_gap(preview)
-    mosaic = np.full((n * (height + gap) + gap, len(panels) * (width + gap) + gap, 3), GAP_GREY)
+    shape = (n * (height + gap) + gap, len(panels) * (width + gap) + gap, 3)
+    mosaic = np.empty(shape, np.uint8)
+    mosaic[:] = FRAME_COLOUR
     for row in range(n):
         for col, panel in enumerate(panels):
             y, x = gap + row * (height + gap), gap + col * (width + gap)
             mosaic[y : y + height, x : x + width] = panel[row]
-    return mosaic.astype(np.uint8)
+    return mosaic
 
 
 def panel_gap(preview: Mapping[str, np.ndarray]) -> int:
-    """Pixels of grey around each panel of a mosaic: a sixteenth of the image, at least 1."""
+    """Pixels of frame around each panel of a mosaic: a sixteenth of the image, at least 1."""
     return max(1, max(preview["images"].shape[1:3]) // 16)
 
 
