@@ -23,7 +23,7 @@ from analysis.search import (
     trial_table,
     why_no_importance,
 )
-from tunelab.summary import display_cells
+from tunelab.summary import format_markdown
 from tunelab.tracking.figures import save_png
 
 TRIALS_CSV = "search_trials.csv"  # one row per trial: the faint points of the slices
@@ -111,7 +111,7 @@ def _importance_and_figures(
         f"### Hyperparameter importance (fANOVA, forest seed {seed})\n\n"
         "Each hyperparameter's share of the variance of the configurations' values, as "
         "Optuna's fANOVA evaluator estimates it with a random forest; the shares sum to 1.\n\n"
-        + _markdown(shares, {"hyperparameter": "Hyperparameter", "importance": "Importance"})
+        + format_markdown(shares, {"hyperparameter": "Hyperparameter", "importance": "Importance"})
     )
     return text + "\n", files
 
@@ -135,16 +135,7 @@ def _top_markdown(
     headers[space.mean] = f"Validation {metric} (mean ± std)"
     headers[f"{space.test_column}_mean"] = f"Test {metric} (mean ± std)"
     shown = top.assign(**{key: top[key].map(_format_value) for key in domains})
-    return "\n".join([*lines, _markdown(shown, headers)]) + "\n"
-
-
-def _markdown(frame: pd.DataFrame, headers: Mapping[str, str]) -> str:
-    """A Markdown table in the report's cell format (mean ± std in one cell), these headers."""
-    _, rows = display_cells(frame)
-    columns = [c for c in frame.columns if not c.endswith(("_std", "_high"))]
-    lines = ["| " + " | ".join(headers.get(c, c) for c in columns) + " |"]
-    lines += ["|" + "---|" * len(columns), *("| " + " | ".join(cells) + " |" for cells in rows)]
-    return "\n".join(lines)
+    return "\n".join([*lines, format_markdown(shown, headers)]) + "\n"
 
 
 def _format_value(value: Any) -> str:

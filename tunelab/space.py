@@ -41,7 +41,7 @@ import itertools
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from tunelab.config import VALID_KEYS, TrialConfig
 
@@ -64,7 +64,8 @@ SETTINGS = (
     "MODE",
     "RESOURCES",
 )
-SEARCHES = ("grid", "random", "tpe")
+SearchName = Literal["grid", "random", "tpe"]
+SEARCHES: tuple[SearchName, ...] = get_args(SearchName)
 ASHA_DEFAULTS = {"grace_period": 3, "reduction_factor": 2}
 FOLD_KEY = "data.fold"  # set per trial by FOLDS, like the seed by SEEDS
 MAX_CHECKED_COMBINATIONS = 5000
@@ -86,7 +87,7 @@ class Study:
     seeds: tuple[int, ...] = (0, 1, 2)
     folds: int = 0  # 0: one validation split per seed; k: k folds per seed
     num_samples: int = 1
-    search: Literal["grid", "random", "tpe"] = "grid"
+    search: SearchName = "grid"
     search_seed: int = 0
     max_concurrent: int | None = None  # TPE: configurations in flight; None: fit the machine
     scheduler: Literal["asha", "none"] = "asha"

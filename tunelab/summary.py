@@ -11,7 +11,7 @@ silently dropped.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import pandas as pd
 
@@ -247,10 +247,13 @@ def replicate_columns(results: pd.DataFrame) -> list[str]:
     return ["seed", "fold"] if "fold" in results else ["seed"]
 
 
-def display_cells(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    """(header, rows) of strings: `X_mean`/`X_std` pairs become one "mean ± std" cell."""
+def display_cells(
+    table: pd.DataFrame, headers: Mapping[str, str] | None = None
+) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of strings: `X_mean`/`X_std` pairs become one "mean ± std" cell.
+    `headers`: a header for a column (by its name in `table`) instead of the usual one."""
     columns = [c for c in table.columns if not c.endswith(("_std", "_high"))]
-    header = [_header(c) for c in columns]
+    header = [(headers or {}).get(c) or _header(c) for c in columns]
     rows = []
     for record in table.to_dict("records"):
         rows.append([_cell(column, record) for column in columns])
@@ -308,9 +311,9 @@ def _mean_std(mean: object, std: object, digits: int) -> str:
     return f"{mean:.{digits}f}"
 
 
-def format_markdown(table: pd.DataFrame) -> str:
-    """Render any table of this module as a Markdown table."""
-    header, rows = display_cells(table)
+def format_markdown(table: pd.DataFrame, headers: Mapping[str, str] | None = None) -> str:
+    """Render any table of this module as a Markdown table (`headers`: see `display_cells`)."""
+    header, rows = display_cells(table, headers)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cells) + " |" for cells in rows]
     return "\n".join(lines)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tunelab.config_values import parse_overrides
-from tunelab.space import SpaceError, Study, load_study
+from tunelab.space import SEARCHES, SpaceError, Study, load_study
 from tunelab.tracking.store import tracking_uri
 
 
@@ -44,9 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--num-samples", type=int, help="configurations a random or TPE search draws (NUM_SAMPLES)"
     )
-    parser.add_argument(
-        "--search", choices=["grid", "random", "tpe"], help="how SPACE is sampled (SEARCH)"
-    )
+    parser.add_argument("--search", choices=SEARCHES, help="how SPACE is sampled (SEARCH)")
     parser.add_argument(
         "--search-seed", type=int, help="seed of the random or TPE sampler (SEARCH_SEED)"
     )

@@ -192,7 +192,7 @@ class Trainer:
             tile_overlap=self.cfg.eval.tile_overlap,
         )
         if not streamed:
-            yield torch.cat(list(batches)), masks.to(self.device)
+            yield torch.cat(list(batches)), masks.to(self.device).long()
             return
         for start, logits in zip(range(0, len(images), size), batches, strict=True):
             yield logits, masks[start : start + size].to(self.device, non_blocking=True).long()
@@ -271,16 +271,17 @@ class Trainer:
         }
 
     def _validate(self) -> tuple[float, dict[str, float]]:
-        """(validation loss, validation scores): one pass, scored a batch at a time."""
+        """(validation loss, validation scores): one pass, scored a batch at a time when the set
+        streams, else in one go."""
         sums: Sums = {}
-        images = []
+        batch_scores = []
         for logits, masks in self._predictions(self.val_images, self.val_masks, self.val_streamed):
             sums = add_sums(sums, self.loss_fn.sums(logits, masks, self.class_weights))
-            images.append(
+            batch_scores.append(
                 metrics.image_scores(logits, masks, self.cfg.eval.thresholds, self.cfg.eval.otsu)
             )
         val_loss = self.loss_fn.of_sums(sums).item()
-        by_class, set_only = metrics.concat_image_scores(images)
+        by_class, set_only = metrics.concat_image_scores(batch_scores)
         classes = self.data.val_classes.to(self.device)
         return val_loss, metrics.summarise(by_class, set_only, classes, self.data.class_names)
 
