@@ -37,6 +37,7 @@ from scipy import stats
 DEFAULT_RESAMPLES = 4000  # Monte Carlo error of a 95% bound: about 1% of the interval's width
 DEFAULT_SEED = 0
 MIN_CASES = 5  # for a case-level interval (3 cases have 10 distinct resamples)
+TIE_TOLERANCE = 1e-12  # relative: draws closer than this are equal (round-off)
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,10 @@ def rank_shares(samples: np.ndarray, higher_is_better: bool) -> np.ndarray:
     """(K, K): the share of draws in which arm k has rank r + 1 (1 = best; ties share the
     better rank)."""
     ordered = samples if higher_is_better else -samples
-    ranks = (ordered[:, None, :] > ordered[:, :, None]).sum(-1)  # (B, K): arms strictly better
+    # arms equal up to round-off tie: identical arms' draws differ in their last bits
+    tolerance = TIE_TOLERANCE * np.abs(ordered).max(-1, keepdims=True)[:, :, None]  # (B, 1, 1)
+    better = ordered[:, None, :] > ordered[:, :, None] + tolerance
+    ranks = better.sum(-1)  # (B, K): arms strictly better
     k = samples.shape[1]
     return np.stack([(ranks == r).mean(0) for r in range(k)], axis=1)
 
@@ -159,4 +163,7 @@ def _clip_to_psd(matrix: np.ndarray) -> np.ndarray:
 
 def _psd_root(matrix: np.ndarray) -> np.ndarray:
     values, vectors = np.linalg.eigh(matrix)
-    return vectors * np.sqrt(values.clip(min=0))
+    # an eigenvalue that is zero up to round-off (more arms than replicates, or arms that move
+    # together) must stay zero: its square root (1e-20 -> 1e-10) would set identical arms apart
+    values[values <= values.max(initial=0.0) * len(values) * np.finfo(float).eps] = 0.0
+    return vectors * np.sqrt(values)
