@@ -40,6 +40,20 @@ MC_CE = math.log(10) / 2
 #   class 2: overlap 0.2, sum p 0.25 + 0.2 = 0.45, sum t 1 -> 1.4 / 2.45
 MC_DICE = (2 / 2.7 + 1 / 1.85 + 1.4 / 2.45) / 3
 
+# Binary example, two 1x2 images, where the mean of per-image Dice and one Dice pooled over the
+# batch differ. Image A: logits ln 3, -ln 3 -> p = 0.75, 0.25 against t = 1, 0. Image B: logits
+# 0, 0 -> p = 0.5, 0.5 against an empty target.
+TWO_LOGITS = torch.tensor([[[[LN3, -LN3]]], [[[0.0, 0.0]]]])  # (2, 1, 1, 2)
+TWO_TARGET = torch.tensor([[[1, 0]], [[0, 0]]])  # (2, 1, 2)
+# Per image, (2 overlap + 1) / (sum p + sum t + 1):
+#   A: overlap 0.75, sum p 1, sum t 1 -> 2.5 / 3 = 5/6
+#   B: overlap 0, sum p 1, sum t 0 -> 1 / 2
+# mean 2/3. Pooled over the batch instead: overlap 0.75, sum p 2, sum t 1 -> 2.5 / 4 = 5/8.
+TWO_DICE_PER_IMAGE = (5 / 6, 1 / 2)
+TWO_DICE, TWO_POOLED_DICE = (5 / 6 + 1 / 2) / 2, 5 / 8
+# BCE: -ln 0.75 twice (A), -ln 0.5 twice (B): mean (2 ln 4/3 + 2 ln 2) / 4 = ln(8/3) / 2
+TWO_BCE = math.log(8 / 3) / 2
+
 
 def binary_batch(n: int = 2, size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(0)
@@ -113,6 +127,18 @@ def test_multiclass_wce_hand_computed():
     # -ln 0.2, divided by the summed weights 1 + 3 as nn.CrossEntropyLoss(weight=w) does
     loss = LOSSES["wce"](MC_LOGITS, MC_TARGET, torch.tensor([1.0, 2.0, 3.0]))
     assert loss.item() == pytest.approx((LN2 + 3 * math.log(5)) / 4, rel=1e-6)
+
+
+def test_soft_dice_of_two_images_is_the_mean_of_each_image_s_dice():
+    scores = soft_dice_score(TWO_LOGITS, TWO_TARGET)  # (N, K') = (2, 1)
+    assert scores[:, 0].tolist() == pytest.approx(TWO_DICE_PER_IMAGE, rel=1e-6)
+    dice = LOSSES["dice"](TWO_LOGITS, TWO_TARGET, None).item()
+    assert dice == pytest.approx(1 - TWO_DICE, rel=1e-6)
+    assert dice != pytest.approx(1 - TWO_POOLED_DICE, rel=1e-2)  # 1/3, not the pooled 3/8
+    dice_ce = LOSSES["dice_ce"](TWO_LOGITS, TWO_TARGET, None).item()
+    assert dice_ce == pytest.approx(TWO_BCE + 1 - TWO_DICE, rel=1e-6)
+    logdice_ce = LOSSES["logdice_ce"](TWO_LOGITS, TWO_TARGET, None).item()
+    assert logdice_ce == pytest.approx(TWO_BCE - math.log(TWO_DICE), rel=1e-6)
 
 
 def test_soft_dice_score_is_per_image_and_class():

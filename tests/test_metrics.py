@@ -211,12 +211,36 @@ def test_score_binary_names_and_values():
 
 
 def test_score_otsu_uses_each_images_threshold():
+    # Otsu splits each image where the between-class variance w0 w1 (m0 - m1)^2 is largest:
+    # image 0, values 0.2 | 0.4 0.6 0.9: 1 * 3 * (0.2 - 0.633)^2 = 0.563; 0.2 0.4 | 0.6 0.9:
+    #   2 * 2 * (0.3 - 0.75)^2 = 0.81; 0.2 0.4 0.6 | 0.9: 3 * 1 * (0.4 - 0.9)^2 = 0.75. So 0.6 and
+    #   0.9 are foreground: tp 1, fp 1, fn 1, IoU 1/3, Dice 1/2.
+    # image 1, 0.4 | 0.9 0.9 0.9 (the only split): tp 3, fn 1, IoU 3/4, Dice 6/7.
+    # image 2, 0.2 0.2 0.2 | 0.4: the 0.4 pixel is foreground on an empty target: IoU 0, Dice 0.
+    # No threshold shared by all images gives these: image 0 needs one in (0.4, 0.6], image 2
+    # one <= 0.4 (at 0.5, image 2 is empty predicted empty: IoU 1).
     logits, target, classes, names = binary_batch()
     result = score(logits, target, classes, names, thresholds=(0.5,), otsu=True)
-    probs = logits[:, 0].sigmoid()
-    counts = binary_confusion(probs, target, otsu_threshold(probs)[:, None])
-    assert result["iou_otsu"] == pytest.approx(iou(counts).mean().item())
+    assert result["iou_otsu"] == pytest.approx((1 / 3 + 3 / 4 + 0) / 3)
+    assert result["iou_otsu/Normal"] == pytest.approx((1 / 3 + 0) / 2)
+    assert result["iou_otsu/Polyp"] == pytest.approx(3 / 4)
+    assert result["dice_otsu"] == pytest.approx((1 / 2 + 6 / 7 + 0) / 3)
     assert "iou_otsu" not in score(logits, target, classes, names, thresholds=(0.5,), otsu=False)
+
+
+def test_score_otsu_matches_numpy_otsu_on_random_images():
+    gen = torch.Generator().manual_seed(5)
+    shift = torch.linspace(-2, 2, 8).view(8, 1, 1, 1)  # moves each image's Otsu split off 0.5
+    logits = 2 * torch.randn(8, 1, 24, 24, generator=gen) + shift
+    target = (torch.rand(8, 24, 24, generator=gen) < 0.4).long()
+    result = score(logits, target, torch.zeros(8, dtype=torch.long), ["a"], (0.5,), otsu=True)
+    probs, truth = logits[:, 0].sigmoid().numpy(), target.numpy().astype(bool)
+    ious = []
+    for image, mask in zip(probs, truth, strict=True):
+        pred = image >= otsu_reference(image, 256)
+        ious.append((pred & mask).sum() / (pred | mask).sum())
+    assert result["iou_otsu"] == pytest.approx(np.mean(ious))
+    assert result["iou_otsu"] != pytest.approx(result["iou"], abs=1e-3)  # not the 0.5 split
 
 
 def test_score_multiclass():

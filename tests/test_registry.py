@@ -47,13 +47,24 @@ def test_every_registered_loss_is_accepted_and_documented(name):
 
 
 @pytest.mark.parametrize("name", list(LOSSES))
-def test_every_registered_loss_trains_the_task_it_accepts(name):
+def test_every_registered_loss_gives_its_true_gradient_on_the_task_it_accepts(name):
+    # Training follows the autograd gradient, so it must be the loss's derivative: checked along
+    # a random direction v against a central difference (L(x + h v) - L(x - h v)) / 2h. The
+    # losses compute in float32, so h is large enough for float32 rounding to stay below 1e-3.
     k = 1 if name in BINARY_ONLY_LOSSES else 3
-    logits = torch.randn(2, k, 8, 8, requires_grad=True)
-    target = torch.randint(0, max(k, 2), (2, 8, 8))
-    weights = torch.full((max(k, 2),), 1 / max(k, 2))
-    LOSSES[name](logits, target, weights).backward()
-    assert logits.grad is not None and torch.isfinite(logits.grad).all()
+    gen = torch.Generator().manual_seed(9)
+    logits = torch.randn(2, k, 8, 8, generator=gen).requires_grad_(True)
+    target = torch.randint(0, max(k, 2), (2, 8, 8), generator=gen)
+    weights = torch.linspace(1.0, 2.0, max(k, 2))  # unequal, so wce's weights matter
+    loss = LOSSES[name]
+    loss(logits, target, weights).backward()
+    direction, h = torch.randn(logits.shape, generator=gen), 1e-2
+    with torch.no_grad():
+        ahead = loss(logits + h * direction, target, weights).double()
+        behind = loss(logits - h * direction, target, weights).double()
+    slope = (logits.grad * direction).sum().item()
+    assert slope == pytest.approx(((ahead - behind) / (2 * h)).item(), rel=1e-3)
+    assert slope != pytest.approx(0, abs=1e-3)  # a zero gradient would pass trivially
 
 
 def test_the_metric_functions_are_the_registry_s_count_metrics_in_order():
