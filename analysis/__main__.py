@@ -18,7 +18,7 @@ from analysis.report import AnalysisError, build_report, load_sweep
 from tunelab.tracking.store import tracking_uri
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.splitlines()[0])
     parser.add_argument(
         "sweep", help="a sweep folder (runs/<NAME>) or the name of its MLflow experiment"
@@ -54,7 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--sweep-id", help="with an experiment: this sweep, not the newest")
     parser.add_argument("--no-mlflow", action="store_true", help="do not log the report to MLflow")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_intermixed_args(argv)  # options anywhere, as every CLI
     try:
         if Path(args.sweep).is_dir():
             sweep, out = load_sweep(args.sweep), args.out

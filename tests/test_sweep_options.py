@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import ray
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from tunelab import sweep as sweep_cli
@@ -14,7 +13,6 @@ from tunelab.runner import (
     SetupError,
     SweepOptions,
     _check_fits,
-    _resources,
     _scheduler,
     _trainable,
 )
@@ -107,16 +105,6 @@ def test_gpus_and_cpus_per_trial_are_what_ray_reserves(space):
     assert trainable._resources.required_resources == {"CPU": 1.0}
 
 
-def test_a_cluster_with_gpus_gives_each_trial_one_unless_told(space, monkeypatch):
-    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 16.0, "GPU": 2.0})
-    study = study_for(space)
-    assert _resources(study, options()) == {"cpu": 1.0, "gpu": 1.0}
-    told = study_for(space, "--gpus-per-trial", "0")
-    assert _resources(told, options(gpus_per_trial=0.0)) == {"cpu": 1.0, "gpu": 0.0}
-    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 16.0})
-    assert _resources(study, options()) == {"cpu": 1.0, "gpu": 0.0}
-
-
 def test_cli_flags_reach_the_runner_s_options(space, monkeypatch):
     received = {}
 
@@ -161,3 +149,15 @@ def test_asking_for_a_gpu_on_a_machine_without_one_stops_instead_of_waiting(
     assert sweep(space, "--gpus-per-trial", "1") == 2
     assert "asks for 1 GPU (--gpus-per-trial" in capsys.readouterr().err
     assert not list((env / "runs" / "tiny").glob("*/result.json"))  # no trial ran
+
+
+def test_set_overrides_the_base_and_an_arm_keeps_its_own_value(tmp_path):
+    path = tmp_path / "ablation.py"
+    path.write_text(
+        "BASE = {'train.max_epochs': 9, 'stop.enabled': True}\n"
+        "ARMS = {'plain': {}, 'short': {'train.max_epochs': 3}}\n"
+    )
+    study = study_for(path, "--set", "train.max_epochs=5", "--no-convergence")
+    plain, short = (study.trial_config({"arm": arm, "seed": 0}) for arm in ("plain", "short"))
+    assert (plain.train.max_epochs, short.train.max_epochs) == (5, 3)
+    assert not plain.stop.enabled and not short.stop.enabled

@@ -287,10 +287,15 @@ def _trial_slots(resources: dict[str, float]) -> int:
 
 
 def _resources(study: Study, options: SweepOptions) -> dict[str, float]:
-    gpu = study.resources["gpu"]
-    if options.gpus_per_trial is None and gpu == 0 and ray.cluster_resources().get("GPU", 0):
-        gpu = 1.0  # a machine or cluster with GPUs uses them without being told
-    return {"cpu": study.resources["cpu"], "gpu": gpu}
+    """What Ray reserves per trial: --gpus-per-trial, else the space's RESOURCES "gpu" (0 is a
+    choice: the study stays on the CPUs); only when neither says, one GPU on a machine or
+    cluster with GPUs, so that they are used without being told."""
+    gpu = options.gpus_per_trial
+    if gpu is None:
+        gpu = study.resources.get("gpu")
+    if gpu is None:
+        gpu = 1.0 if ray.cluster_resources().get("GPU", 0) else 0.0
+    return {"cpu": study.resources["cpu"], "gpu": float(gpu)}
 
 
 def _tuner(

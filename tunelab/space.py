@@ -26,7 +26,8 @@ A space file sets module-level names (all optional but one of SPACE / ARMS):
     ASHA        ASHA settings: grace_period, reduction_factor
     METRIC, MODE  what ASHA prunes on (default "val_iou", "max"); analysis picks its best arm
                 by mean validation IoU whatever they are
-    RESOURCES   per trial, e.g. {"cpu": 1, "gpu": 0.25}
+    RESOURCES   per trial, e.g. {"cpu": 1, "gpu": 0.25} (default cpu 1; gpu: 1 where the
+                machine has GPUs, else 0; a "gpu" given here, 0 included, is kept)
 
 Everything is validated through TrialConfig before Ray starts: each key, each value a domain can
 produce, and every combination of the discrete values, so a bad file fails in seconds.
@@ -94,7 +95,8 @@ class Study:
     asha: dict[str, int] = field(default_factory=lambda: dict(ASHA_DEFAULTS))
     metric: str = "val_iou"
     mode: Literal["max", "min"] = "max"
-    resources: dict[str, float] = field(default_factory=lambda: {"cpu": 1.0, "gpu": 0.0})
+    # no "gpu" key: the file did not say, and the runner picks the machine's default
+    resources: dict[str, float] = field(default_factory=lambda: {"cpu": 1.0})
 
     def param_space(self) -> dict[str, Any]:
         """Ray's param_space: the arm or the SPACE domains, times a grid over the replicates
@@ -248,8 +250,8 @@ def _study_from(path: Path, names: dict[str, Any]) -> Study:
         problems.append(
             f"ASHA = {asha!r}: expected integers, grace_period >= 1 and reduction_factor >= 2"
         )
-    resources = {"cpu": 1.0, "gpu": 0.0, **names.get("RESOURCES", {})}
-    if set(resources) != {"cpu", "gpu"} or any(v < 0 for v in resources.values()):
+    resources = {"cpu": 1.0, **names.get("RESOURCES", {})}  # "gpu" stays absent unless given
+    if not set(resources) <= {"cpu", "gpu"} or any(v < 0 for v in resources.values()):
         problems.append(f"RESOURCES = {resources!r}: expected {{'cpu': >= 0, 'gpu': >= 0}}")
     if arms is not None and not arms:
         problems.append("ARMS is empty: name at least one arm")

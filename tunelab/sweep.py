@@ -150,7 +150,7 @@ def _show_warnings() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # options anywhere, as every CLI
     try:
         study = study_from_args(args)
     except (SpaceError, ValueError) as error:

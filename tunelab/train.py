@@ -384,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="override any TrialConfig key, e.g. --set model.base_channels=16",
     )
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # options anywhere, as every CLI
     try:
         overrides = parse_overrides(args.set)
         cfg = TrialConfig.from_dict({"seed": args.seed, "data.root": args.data, **overrides})

@@ -43,7 +43,8 @@ PROGRESS_ABOVE = 200  # folders larger than this get a progress line
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m tunelab.predict", description=__doc__.splitlines()[0]
+        prog="python -m tunelab.predict",
+        description=" ".join(__doc__.split("\n\n")[0].split()),  # the whole first paragraph
     )
     parser.add_argument(
         "sweep", help="a finished sweep's folder (runs/<space NAME>), or its MLflow experiment"
@@ -78,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    # options anywhere: `SWEEP --arm dice IMAGES_DIR` as well as `SWEEP IMAGES_DIR --arm dice`
+    args = build_parser().parse_intermixed_args(argv)
     try:
         summary = predict(args)
     except PredictError as error:

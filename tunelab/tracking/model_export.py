@@ -21,5 +21,10 @@ def log_tested_model(run_id: str, cfg: TrialConfig, checkpoint_folder: Path) -> 
     size = cfg.data.input_size
     # two images: with one, torch.export fixes the batch size to 1 (0/1 specialisation)
     example = np.zeros((2, cfg.data.channels, size, size), np.float32)
+    # stated, not inferred: MLflow's inference imports the model in a subprocess (about 10 s a
+    # model on 2 cores) only to find what an exported graph needs, torch and numpy
+    requirements = [*mlflow.pytorch.get_default_pip_requirements(), f"numpy=={np.__version__}"]
     with mlflow.start_run(run_id=run_id):
-        mlflow.pytorch.log_model(model.eval(), name="model", input_example=example)
+        mlflow.pytorch.log_model(
+            model.eval(), name="model", input_example=example, pip_requirements=requirements
+        )
