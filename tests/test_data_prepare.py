@@ -183,3 +183,28 @@ def test_multiclass_label_beyond_num_classes_is_a_clear_error(config, dataset: P
         prepare(cfg)
     assert "G00-1-400-000.png holds class 5" in str(error.value)
     assert "(1 label(s) affected)" in str(error.value)
+
+
+def classes_trained_on(data: PreparedData, greys: dict[str, int]) -> dict[str, int]:
+    """Images per class in what the loader trains on (originals and balancing copies), where
+    each class's images are one flat grey (`greys`), so an image's pixels tell its class."""
+    source = data.train.source
+    values = source.images[source.items][:, 0, 0, 0].astype(int)  # (N + M,): one pixel each
+    return {name: int((abs(values - grey) <= 2).sum()) for name, grey in greys.items()}
+
+
+def test_balance_target_is_each_smaller_class_s_count_in_the_training_set(config, dataset: Path):
+    greys = {"Alpha": 40, "Beta": 120, "Gamma": 200}
+    for name, grey in greys.items():
+        for path in (dataset / name / "image").glob("*.png"):
+            Image.fromarray(np.full((40, 40, 3), grey, np.uint8)).save(path)
+    plain = prepare(config())
+    counts = classes_trained_on(plain, greys)  # the training split, unbalanced
+    assert sum(counts.values()) == len(plain.train.source.items)  # every image told apart
+    middle = sorted(counts.values())[1]
+    assert middle + 1 < max(counts.values())  # a target between the classes' counts
+    for target in (middle + 1, max(counts.values()) + 3):
+        data = prepare(config(**{"data.balance": True, "data.balance_target": target}))
+        expected = {name: max(count, target) for name, count in counts.items()}
+        assert classes_trained_on(data, greys) == expected  # raised to it, never cut
+        assert data.report.train_per_class_balanced == expected

@@ -5,8 +5,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from ray import tune
+from ray.tune.experiment import Experiment
+from ray.tune.search import BasicVariantGenerator
 
-from tunelab.space import SpaceError, load_study
+from tunelab.config import TrialConfig
+from tunelab.space import SpaceError, Study, load_study
 
 SPACES = sorted((Path(__file__).parents[1] / "search_spaces").glob("*.py"))
 
@@ -17,11 +21,31 @@ def write(tmp_path: Path, text: str, name: str = "space.py") -> Path:
     return path
 
 
+def ray_trials(study: Study) -> list[dict]:
+    """The params of every trial Ray's generator proposes for the study (TPE's configurations
+    drawn at random from the same domains, crossed with the seeds), without running any."""
+    space = study.param_space()
+    if study.search == "tpe":  # TPE's searcher adds the seeds itself
+        space = {**space, "seed": tune.grid_search(list(study.seeds))}
+    generator = BasicVariantGenerator(constant_grid_search=True, random_state=0)
+    run = Experiment("x", run=lambda config: None, config=space, num_samples=study.num_samples)
+    generator.add_configurations([run])
+    trials = []
+    while (trial := generator.next_trial()) is not None:
+        trials.append(trial.config)
+    return trials
+
+
 @pytest.mark.parametrize("path", SPACES, ids=lambda p: p.stem)
 def test_shipped_spaces_are_valid(path):
     study = load_study(path)
     assert study.name == path.stem
-    assert study.seeds
+    trials = ray_trials(study)
+    # every trial the sweep would run is a valid config (TrialConfig raises otherwise), whatever
+    # load_study's own checks found
+    configs = [study.trial_config(params) for params in trials]
+    assert {cfg.seed for cfg in configs} == set(study.seeds)
+    assert {p.get("arm") for p in trials} == (set(study.arms) or {None})
 
 
 def test_all_study_axes_are_shipped():
@@ -224,10 +248,24 @@ def test_cli_override_is_validated(tmp_path):
 @pytest.mark.parametrize("path", SPACES, ids=lambda p: p.stem)
 def test_first_trial_config_is_complete(path):
     # a space's BASE alone may be invalid (crc_losses' base has no multi-class loss yet);
-    # the sweep builds its shared data and scheduler settings from the first trial instead
+    # the sweep builds its shared data and scheduler settings from the first trial instead:
+    # it sets every key the trials vary, and in a grid it is the trial Ray proposes first
     study = load_study(path)
-    cfg = study.trial_config(study.first_params())
+    first, trials = study.first_params(), ray_trials(study)
+    assert set(first) == set(trials[0])
+    if study.search != "tpe":  # TPE's first draw is random; first_params takes the bounds
+        assert first == trials[0]
+    cfg = study.trial_config(first)
     assert cfg.seed == study.seeds[0]
+    flat = cfg.to_flat()
+    assert all(flat[key] == value for key, value in first.items() if key not in ("arm", "seed"))
+
+
+def test_crc_losses_base_alone_is_incomplete_and_its_first_trial_is_not():
+    study = load_study(Path("search_spaces/crc_losses.py"))
+    with pytest.raises(ValueError, match=r"train\.loss = 'bce' is binary-only"):
+        TrialConfig.from_dict(study.base)
+    assert study.trial_config(study.first_params()).train.loss == "ce"
 
 
 def test_relative_data_root_is_made_absolute_for_the_trials(tmp_path, monkeypatch):

@@ -77,24 +77,45 @@ def test_an_unusable_dataset_stops_before_any_trial(
     assert not (env / "runs").exists()
 
 
+INVALID = "error: invalid search space {space}:\n  "  # then one line per problem
+
+
 @pytest.mark.parametrize(
-    ("body", "message"),
+    ("body", "head", "message"),
     [
-        ("ARMS = {'a': {}\n", "syntax error"),
-        ("ARMS = {'a': {'model.dropuot': 0.1}}\n", "did you mean 'model.dropout'"),
-        ("ARMS = {'a': {'train.lr': 'fast'}}\n", "train.lr = 'fast' is invalid"),
-        ("ARMS = {'a': {'model.depth': 6}}\n", "smaller than 2**model.depth"),
-        ("from ray import tune\nSPACE = {'train.loss': tune.grid_search([])}\n", "empty"),
+        # the body is the file's line 2, after write_space's BASE
+        ("ARMS = {'a': {}\n", "error: {space}:2: syntax error: ", "'{' was never closed"),
+        (
+            "ARMS = {'a': {'model.dropuot': 0.1}}\n",
+            INVALID + "ARMS['a']: unknown key 'model.dropuot'",
+            "did you mean 'model.dropout'",
+        ),
+        (
+            "ARMS = {'a': {'train.lr': 'fast'}}\n",
+            INVALID + "ARMS['a']: ",
+            "train.lr = 'fast' is invalid",
+        ),
+        (
+            "ARMS = {'a': {'model.depth': 6}}\n",
+            INVALID + "ARMS['a']: ",
+            "smaller than 2**model.depth",
+        ),
+        (
+            "from ray import tune\nSPACE = {'train.loss': tune.grid_search([])}\n",
+            INVALID + "SPACE: ",
+            "tune.grid_search([]) is empty",
+        ),
     ],
     ids=["syntax", "unknown key", "wrong type", "impossible combination", "empty grid"],
 )
-def test_a_wrong_space_file_fails_fast_and_starts_nothing(env, write_space, body, message):
+def test_a_wrong_space_file_fails_fast_and_starts_nothing(env, write_space, body, head, message):
     space = write_space(body)  # the tiny trial is 32 x 32 pixels: depth 6 cannot fit
     started = time.perf_counter()
     out = run_sweep(env, space)
     elapsed = time.perf_counter() - started
     assert out.returncode == 2
-    assert out.stderr.startswith(f"error: invalid search space {space}") or str(space) in out.stderr
+    # the file (and a syntax error's line) first, then the setting each problem is in
+    assert out.stderr.startswith(head.replace("{space}", str(space))), out.stderr
     assert message in out.stderr and "Traceback" not in out.stderr
     assert not (env / "runs").exists()
     print(f"failed in {elapsed:.2f} s")  # measured for BENCHMARKS.md, never asserted
