@@ -1,6 +1,7 @@
 """Shared fixtures: `make_png_dataset` writes tiny PNG datasets, so data tests read no real data;
-`env`, `write_space` and `sweep` run tiny sweeps in a temporary folder; `mlflow_service` starts
-MLflow's server or UI on loopback."""
+`env`, `write_space` and `sweep` run tiny sweeps in a temporary folder; `gates` holds their
+trials where a test needs them (held_trials.py); `mlflow_service` starts MLflow's server or UI
+on loopback."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from held_trials import TrialGates
 from hypothesis import settings
 from PIL import Image
 
@@ -81,6 +83,12 @@ def _pair_paths(root: Path, layout: str, class_name: str, stem: str) -> tuple[Pa
     return image_dir / f"{stem}.png", label_dir / f"{stem}.png"
 
 
+# `bash tests/stress.sh fast` sets this: the tiny trial shrinks to 16 px and 2 levels, so that
+# trials are as fast as the machine makes them, and a test that races them rather than holding
+# them (held_trials.py) fails there
+FAST_TRIALS = os.environ.get("TUNELAB_FAST_TRIALS") == "1"
+
+
 @pytest.fixture(scope="session")
 def tiny_trial() -> dict[str, object]:
     """Overrides for a trial that trains in about a second: 40 synthetic images, 32 px, 4 ch.
@@ -91,8 +99,8 @@ def tiny_trial() -> dict[str, object]:
     return {
         "train.precision": "fp32",
         "data.synthetic_images": 40,
-        "data.input_size": 32,
-        "model.depth": 3,
+        "data.input_size": 16 if FAST_TRIALS else 32,
+        "model.depth": 2 if FAST_TRIALS else 3,
         "model.base_channels": 4,
         "train.lr": 1e-3,
         "train.batch_size": 8,
@@ -145,6 +153,14 @@ def complete_records(path: Path) -> list[dict[str, Any]]:
 def records() -> Callable[[Path], list[dict[str, Any]]]:
     """records(path): a trial's `result.json` as Ray has written it so far, whole lines only."""
     return complete_records
+
+
+@pytest.fixture
+def gates(tmp_path: Path) -> Iterator[TrialGates]:
+    """Gates for the trials of this test's sweeps; the test fails if a trial gave up at one."""
+    trial_gates = TrialGates(tmp_path / "gates")
+    yield trial_gates
+    assert not trial_gates.failures(), trial_gates.failures()
 
 
 @pytest.fixture

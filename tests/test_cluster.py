@@ -16,7 +16,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -29,6 +28,7 @@ import jsonschema
 import pandas as pd
 import pytest
 import yaml
+from held_trials import Driver, Hold, Rule, TrialGates, driver
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from ray.autoscaler._private.commands import _bootstrap_config  # what `ray up` runs first
@@ -166,6 +166,14 @@ class LabCluster:
         self.cluster.remove_node(node, allow_graceful=False)
 
 
+def running(pid: int) -> bool:
+    """Whether a process still runs (an exited one not yet reaped by its parent does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def processes_with(marker: str) -> list[int]:
     """Ids of the processes whose environment holds `marker`: the ones this test started."""
     found = []
@@ -195,6 +203,10 @@ def lab(env: Path, monkeypatch: pytest.MonkeyPatch, free_port: int) -> Iterator[
     # inherit it and `env`'s data cache; drivers get the same environment.
     root = tempfile.mkdtemp(prefix="tl-ray-", dir="/tmp")
     monkeypatch.setenv("RAY_TMPDIR", root)
+    # Ray's test cluster runs without token authentication, and so must its drivers: one
+    # attached with `--address auto` would otherwise turn it on, with the token that any local
+    # `ray.init()` on this machine leaves in ~/.ray, and its trials would never start
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     cluster = None
     try:
         cluster = Cluster(
@@ -227,48 +239,13 @@ def lab(env: Path, monkeypatch: pytest.MonkeyPatch, free_port: int) -> Iterator[
         shutil.rmtree(root, ignore_errors=True)
 
 
-@dataclass
-class Driver:
-    """A sweep's driver process and its output."""
-
-    process: subprocess.Popen
-    log: Path
-
-    def wait_until(self, found: Callable[[], Any], timeout_s: float = 300) -> Any:
-        """Poll `found` until it returns something true, while the sweep runs."""
-        deadline = time.monotonic() + timeout_s
-        while not (value := found()):
-            assert self.process.poll() is None, f"the sweep ended early:\n{self.tail()}"
-            assert time.monotonic() < deadline, f"gave up waiting:\n{self.tail()}"
-            time.sleep(0.1)
-        return value
-
-    def end(self, timeout_s: float = 600) -> int:
-        try:
-            return self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"the sweep did not end in {timeout_s} s:\n{self.tail()}")
-
-    def tail(self, lines: int = 60) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-
-@contextlib.contextmanager
-def sweep_on(lab: LabCluster, space: Path, *options: str) -> Iterator[Driver]:
-    """`python -m tunelab.sweep SPACE --address ...`, as `ray job submit` would run it on the
-    head; killed if still running when the block ends."""
-    command = [sys.executable, "-m", "tunelab.sweep", str(space), "--address", lab.address]
-    log = space.parent / f"driver-{time.monotonic_ns()}.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [*command, "--quiet", *options], stdout=out, stderr=subprocess.STDOUT
-        )
-        try:
-            yield Driver(process, log)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+def sweep_on(
+    gates: TrialGates, space: Path, address: str, *options: str, rules: tuple[Rule, ...]
+) -> contextlib.AbstractContextManager[Driver]:
+    """`python -m tunelab.sweep SPACE --address ADDRESS`, as `ray job submit` would run it on the
+    head, its trials gated by `rules`; killed if still running when the block ends."""
+    command = gates.command(space, "--address", address, "--quiet", *options, rules=rules)
+    return driver(command, space.parent / f"driver-{time.monotonic_ns()}.log", gates)
 
 
 Reports = dict[str, list[dict[str, Any]]]  # trial id -> what it reported, epoch by epoch
@@ -291,17 +268,6 @@ def finished(trials: Reports) -> set[str]:
     return {trial for trial, lines in trials.items() if lines[-1]["status"] != "running"}
 
 
-def in_flight(trials: Reports, nodes: set[str], epochs: range) -> tuple[str, str] | None:
-    """(trial, node): a trial running on one of `nodes` at one of `epochs`. Past its first
-    epochs, its checkpoints are registered; short of its last, stopping it cuts it mid-way."""
-    done = finished(trials)
-    for trial, lines in trials.items():
-        last = lines[-1]
-        if trial not in done and last["node_id"] in nodes and last["epoch"] in epochs:
-            return trial, last["node_id"]
-    return None
-
-
 def trial_runs(mlflow_uri: str, experiment: str) -> dict[str, list[Run]]:
     """Trial id -> its MLflow runs (one, when nothing is duplicated)."""
     client = MlflowClient(mlflow_uri)
@@ -314,14 +280,14 @@ def trial_runs(mlflow_uri: str, experiment: str) -> dict[str, list[Run]]:
     return by_trial
 
 
-LONG = 60  # epochs (~0.1 s each): time to catch a trial mid-way
-# stopped there, a trial has checkpoints and 45 or more epochs to go: the Ctrl+C or the crash
-# that follows lands long before it could finish, however busy the machine
-MID_WAY = range(3, 15)
+LONG = 6  # epochs of the long arms
+PAUSED_AT, CRASH_AT = 3, 5  # where a long trial waits for Ctrl+C, and for its node's crash
 
 
 @pytest.mark.e2e
-def test_a_sweep_on_a_cluster_resumes_elsewhere_and_survives_a_lost_node(lab, write_space, env):
+def test_a_sweep_on_a_cluster_resumes_elsewhere_and_survives_a_lost_node(
+    lab, write_space, env, gates
+):
     """Interrupted on two nodes, resumed from the shared storage on two nodes that never saw
     it, one of which dies mid-sweep: the sweep completes and every trial is logged once."""
     space = write_space(  # a checkpoint every epoch, so a trial mid-way has one to go on from
@@ -335,29 +301,40 @@ def test_a_sweep_on_a_cluster_resumes_elsewhere_and_survives_a_lost_node(lab, wr
     options += ("--no-convergence",)  # every trial runs all its epochs
     first_nodes = {node.node_id for node in lab.workers()}
 
-    def paused_mid_way() -> tuple[str, str] | None:
-        trials = reports(sweep_dir)
-        return in_flight(trials, first_nodes, MID_WAY) if finished(trials) else None
+    # 1. on the head, `--address auto` finds the cluster (without it, the sweep could not start
+    # its own Ray there). One long trial goes on; the other waits before epoch PAUSED_AT, its
+    # first epochs saved: Ctrl+C comes with 2 trials finished and 1 mid-way, in any order
+    pause = Hold("paused", epoch=PAUSED_AT, arms=("long", "longer"), free=1)
 
-    # 1. trials run on both nodes; Ctrl+C once one has finished and another is mid-way
-    with sweep_on(lab, space, *options) as driver:
-        paused, _ = driver.wait_until(paused_mid_way)
-        driver.process.send_signal(signal.SIGINT)  # Tune saves its state and stops
-        assert driver.end() == 130, driver.tail()
+    def two_finished_one_paused() -> bool:
+        return len(finished(reports(sweep_dir))) == 2 and len(gates.held(pause.name)) == 1
+
+    with sweep_on(gates, space, "auto", *options, rules=(pause,)) as sweep:
+        sweep.wait_until(two_finished_one_paused, "2 trials finished and 1 paused")
+        sweep.process.send_signal(signal.SIGINT)  # Tune saves its state and stops
+        assert sweep.end() == 130, sweep.tail()
     before = reports(sweep_dir)
     done_before = finished(before)
-    assert 1 <= len(done_before) < 3 and paused not in done_before
+    (paused,) = [held["trial_id"] for held in gates.held(pause.name)]
+    assert len(done_before) == 2 and paused not in done_before
+    assert [line["epoch"] for line in before[paused]] == list(range(1, PAUSED_AT))
 
     # 2. every node that ran it goes: the resumed sweep has the shared storage and new nodes
     old_nodes = lab.workers()
     new_nodes = {node.node_id for node in lab.add_workers(2)}
     for node in old_nodes:
         lab.switch_off(node)
-    with sweep_on(lab, space, *options, "--resume") as driver:
-        # 3. a node dies under a trial mid-way
-        moved, victim = driver.wait_until(lambda: in_flight(reports(sweep_dir), new_nodes, MID_WAY))
+    crash = Hold("crash", epoch=CRASH_AT)
+    with sweep_on(gates, space, lab.address, *options, "--resume", rules=(crash,)) as sweep:
+        # 3. the node dies under the trial, mid-way; the trial's next attempt is not held
+        (held,) = sweep.wait_until(lambda: gates.held(crash.name), "a trial held for the crash")
+        moved, victim = held["trial_id"], held["node"]
+        assert victim in new_nodes
         lab.crash(next(node for node in lab.workers() if node.node_id == victim))
-        assert driver.end() == 0, driver.tail()
+        # released only once the trial's process is gone, so that it dies before its epoch
+        sweep.wait_until(lambda: not running(held["pid"]), "the crashed trial's process gone")
+        gates.release(crash.name)
+        assert sweep.end() == 0, sweep.tail()
 
     results = pd.read_parquet(sweep_dir / "results.parquet")
     results = results[results["primary"]].set_index("trial_id")
@@ -369,14 +346,14 @@ def test_a_sweep_on_a_cluster_resumes_elsewhere_and_survives_a_lost_node(lab, wr
     after = reports(sweep_dir)
     for trial in done_before:  # finished trials were not run again
         assert after[trial] == before[trial]
-    # the paused and the moved trial went on from their checkpoints on the shared storage,
-    # on other nodes; the epochs after the last saved checkpoint may be run twice, never all
-    for trial in (paused, moved):
-        epochs = [line["epoch"] for line in after[trial]]
-        assert epochs.count(1) == 1 and set(epochs) == set(range(1, LONG + 1)), epochs
-    ran_on = {trial: [line["node_id"] for line in lines] for trial, lines in after.items()}
-    assert ran_on[paused][0] in first_nodes and ran_on[paused][-1] in new_nodes
-    assert victim in ran_on[moved] and ran_on[moved][-1] != victim
+    # the paused trial went on from its checkpoint on the shared storage, on a new node, and
+    # again from its last one on the other new node once its own had died: each epoch once
+    assert moved == paused
+    assert [line["epoch"] for line in after[paused]] == list(range(1, LONG + 1))
+    ran_on = [line["node_id"] for line in after[paused]]
+    assert set(ran_on[: PAUSED_AT - 1]) <= first_nodes
+    assert set(ran_on[PAUSED_AT - 1 : CRASH_AT - 1]) == {victim}
+    assert set(ran_on[CRASH_AT - 1 :]) == new_nodes - {victim}
 
     runs = trial_runs(mlflow_uri, "tiny")
     assert {trial: len(found) for trial, found in runs.items()} == dict.fromkeys(results.index, 1)

@@ -12,12 +12,12 @@ import pickle
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from held_trials import Hold, driver
 from ray.tune.experiment import Experiment
 from ray.tune.search import BasicVariantGenerator, SearchGenerator
 
@@ -367,24 +367,33 @@ def test_tiny_tpe_sweep_with_asha_samples_distinct_configurations(env, write_spa
     }
 
 
-def _trials_started(sweep_dir: Path, records) -> int:
-    return sum(1 for path in sweep_dir.glob("*/result.json") if records(path))
+def _trials_by_status(sweep_dir: Path, records) -> dict[str, int]:
+    """Trials that have reported, by the status of their last report."""
+    last = [
+        lines[-1]["status"] for path in sweep_dir.glob("*/result.json") if (lines := records(path))
+    ]
+    return {status: last.count(status) for status in set(last)}
 
 
 @pytest.mark.e2e
-def test_resumed_tpe_sweep_does_not_repeat_configurations(env, write_space, records):
+def test_resumed_tpe_sweep_does_not_repeat_configurations(env, write_space, records, gates):
     space = write_space(TINY_TPE.replace("NUM_SAMPLES = 4", "NUM_SAMPLES = 5"), epochs=2)
-    command = [sys.executable, "-m", "tunelab.sweep", str(space), "--storage", str(env / "runs")]
-    command += ["--num-cpus", "2", "--quiet", "--scheduler", "none"]
+    options = ["--storage", str(env / "runs"), "--num-cpus", "2", "--quiet", "--scheduler", "none"]
+    command = [sys.executable, "-m", "tunelab.sweep", str(space), *options]
     sweep_dir = env / "runs" / "tiny"
-    driver = subprocess.Popen(command, env=os.environ.copy(), stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while _trials_started(sweep_dir, records) < 4 and driver.poll() is None:
-        assert time.monotonic() < deadline, "no trials started in time"
-        time.sleep(0.5)
-    driver.send_signal(signal.SIGINT)  # Ctrl+C: Tune saves its state, the sampler's included
-    assert driver.wait(timeout=120) == 130
-    assert _trials_started(sweep_dir, records) < 10  # interrupted before the last was drawn
+    # one configuration (its 2 seeds) at a time: the first 2 configurations finish, the third
+    # waits before its last epoch, so Ctrl+C comes with 6 of the 10 trials drawn
+    hold = Hold("ctrl+c", epoch=2, free=4)
+
+    def four_finished_two_held() -> bool:
+        done = _trials_by_status(sweep_dir, records).get("completed", 0)
+        return done == 4 and len(gates.held(hold.name)) == 2
+
+    with driver(gates.command(space, *options, rules=(hold,)), env / "driver.log", gates) as first:
+        first.wait_until(four_finished_two_held, "4 trials finished and 2 held")
+        first.process.send_signal(signal.SIGINT)  # Ctrl+C: Tune saves its state, the sampler's
+        assert first.end(timeout_s=120) == 130, first.tail()
+    assert _trials_by_status(sweep_dir, records) == {"completed": 4, "running": 2}
     assert not (sweep_dir / "results.parquet").exists()
 
     resumed = subprocess.run([*command, "--resume"], env=os.environ.copy(), timeout=600)

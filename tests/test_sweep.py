@@ -1,22 +1,24 @@
 """End-to-end sweeps on Ray with tiny synthetic data: results, statuses, stopper, resume."""
 
 import os
+import pickle
 import signal
 import subprocess
 import sys
-import time
+import typing
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from held_trials import Hold, driver
 from mlflow.tracking import MlflowClient
 
+from tunelab.epoch_report import Status
 from tunelab.stopper import ConvergenceStopper
 from tunelab.tracking.layout import TAG_ROLE, TAG_STATUS, TAG_TRIAL_ID
 
-pytestmark = pytest.mark.e2e
 
-
+@pytest.mark.e2e
 def test_ablation_sweep_writes_every_trial_and_threshold(env, write_space, sweep, capsys):
     space = write_space(
         "ARMS = {'baseline': {}, 'dropout': {'model.dropout': 0.2}}\n"
@@ -54,6 +56,7 @@ def test_ablation_sweep_writes_every_trial_and_threshold(env, write_space, sweep
     assert means.to_dict() == pytest.approx(primary.set_index("trial_id")["test_iou"].to_dict())
 
 
+@pytest.mark.e2e
 def test_search_with_asha_prunes_and_labels_arms(env, write_space, sweep):
     # ASHA's cutoffs depend on the order trials reach a rung, so the trials run one at a time
     # (2 CPUs each), in grid order, on validation loss (IoU ties on the all-foreground plateau).
@@ -85,14 +88,24 @@ def test_search_with_asha_prunes_and_labels_arms(env, write_space, sweep):
     assert run.info.status == "FINISHED" and run.data.tags[TAG_STATUS] == "pruned"
 
 
-def test_stopper_ends_a_trial_where_its_own_rule_fired():
+@pytest.mark.parametrize("status", typing.get_args(Status))
+def test_stopper_ends_a_trial_where_its_own_rule_fired(status):
+    """The rule runs in the trial: Ray stops a trial at the epoch that reports "converged", and
+    only there, whatever the numbers beside it (a streak far past any patience included). A
+    completed or diverged trial ends by itself. Stateless: what it decided for other trials,
+    or before a resume (a pickled copy), changes nothing."""
+    report = {"epoch": 15, "streak": 60, "trend": 0.5, "status": status}
     stopper = ConvergenceStopper()
-    assert stopper("t", {"epoch": 15, "streak": 6, "status": "converged"})
-    assert not stopper("t", {"epoch": 15, "streak": 6, "status": "running"})
-    assert not stopper("t", {"epoch": 3})
-    assert not stopper.stop_all()
+    for other in ("converged", "running"):
+        stopper("other", {**report, "status": other})
+    restored = pickle.loads(pickle.dumps(stopper))
+    for decides in (stopper, restored, ConvergenceStopper()):
+        assert decides("t", report) is (status == "converged")
+        assert decides("t", {"epoch": 3}) is False  # a report without a status goes on
+        assert decides.stop_all() is False  # one trial's convergence ends no other
 
 
+@pytest.mark.e2e
 def test_convergence_stopper_ends_trials_as_converged(env, write_space, sweep):
     # the rule's settings of one arm (not the base) decide, and the converged epoch is the one
     # that scores the test set; the other arm's rule is off and runs to max epochs
@@ -118,24 +131,33 @@ def _finished_trials(sweep_dir: Path, records) -> dict[str, list[dict]]:
     return done
 
 
-def test_interrupted_sweep_resumes_without_rerunning_finished_trials(env, write_space, records):
+@pytest.mark.e2e
+def test_interrupted_sweep_resumes_without_rerunning_finished_trials(
+    env, write_space, records, gates
+):
     space = write_space(  # a checkpoint every epoch: at most the epoch in flight runs again
         "BASE['train.checkpoint_every_s'] = 0\n"
         "ARMS = {'a': {}, 'b': {'model.dropout': 0.1}, 'c': {}}\nSEEDS = [0, 1]\n",
         epochs=3,
     )
-    command = [sys.executable, "-m", "tunelab.sweep", str(space), "--storage", str(env / "runs")]
-    command += ["--num-cpus", "2", "--quiet"]
+    options = [str(space), "--storage", str(env / "runs"), "--num-cpus", "2", "--quiet"]
+    command = [sys.executable, "-m", "tunelab.sweep", *options]
     sweep_dir = env / "runs" / "tiny"
-    driver = subprocess.Popen(command, env=os.environ.copy(), stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while len(_finished_trials(sweep_dir, records)) < 2 and driver.poll() is None:
-        assert time.monotonic() < deadline, "no trial finished in time"
-        time.sleep(0.5)
-    driver.send_signal(signal.SIGINT)  # Ctrl+C: Tune saves its state and stops
-    assert driver.wait(timeout=120) == 130
+    # the first two trials to reach epoch 2 finish; the next two (the 2 CPUs' worth) wait there,
+    # their epoch 1 saved: Ctrl+C comes with exactly 2 trials finished, 2 mid-way, 2 not started
+    hold = Hold("ctrl+c", epoch=2, free=2)
+
+    def two_finished_two_held() -> bool:
+        return len(_finished_trials(sweep_dir, records)) == 2 and len(gates.held(hold.name)) == 2
+
+    gated = gates.command(space, *options[1:], rules=(hold,))
+    with driver(gated, env / "driver.log", gates) as first:
+        first.wait_until(two_finished_two_held, "2 trials finished and 2 held")
+        first.process.send_signal(signal.SIGINT)  # Ctrl+C: Tune saves its state and stops
+        assert first.end(timeout_s=120) == 130, first.tail()
     finished = _finished_trials(sweep_dir, records)
-    assert 2 <= len(finished) < 6
+    held = {line["trial_id"] for line in gates.held(hold.name)}
+    assert len(finished) == 2 and not held & {lines[0]["trial_id"] for lines in finished.values()}
     assert not (sweep_dir / "results.parquet").exists()
 
     resumed = subprocess.run([*command, "--resume"], env=os.environ.copy(), timeout=600)
@@ -150,6 +172,8 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(env, write_
     for result in sweep_dir.glob("*/result.json"):  # at most the epoch in flight ran twice
         epochs = [line["epoch"] for line in records(result)]
         assert set(epochs) == {1, 2, 3} and len(epochs) - len(set(epochs)) <= 1
+        if records(result)[0]["trial_id"] in held:  # went on from its epoch 1's checkpoint
+            assert epochs == [1, 2, 3]
     # MLflow: one run per trial (resumed, not duplicated), all closed, each epoch logged once
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("tiny").experiment_id

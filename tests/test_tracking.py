@@ -15,6 +15,7 @@ import mlflow
 import pandas as pd
 import pytest
 import torch
+from held_trials import Barrier
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from ray.tune import Checkpoint
@@ -185,27 +186,44 @@ def test_sweep_against_a_tracking_server_logs_every_trial(env, write_space, swee
 
 
 @pytest.mark.e2e
-def test_four_concurrent_trials_lose_nothing(env, write_space, sweep, capfd):
+def test_four_concurrent_trials_lose_nothing(env, write_space, sweep, gates, capfd):
+    # ASHA's first rung after epoch 2: every trial goes on past epoch 1, where the barrier waits
     space = write_space(
         "from ray import tune\n"
         "BASE['data.augment'] = 'flip_rotate_scale'\n"  # so the loader would use workers
         "SPACE = {'train.lr': tune.grid_search([1e-3, 3e-3, 1e-2, 3e-2])}\n"
-        "SEEDS = [0]\nASHA = {'grace_period': 1, 'reduction_factor': 2}\n",
+        "SEEDS = [0]\nASHA = {'grace_period': 2, 'reduction_factor': 2}\n",
         epochs=4,
     )
-    # 4 trials of half a CPU each fit a 2-CPU Ray instance at once. Whether they do overlap is
-    # Ray's scheduling, not asserted here: the tracker's handling of interleaved trials is
-    # checked deterministically by test_interleaved_trials_are_logged_each_to_its_own_run
-    code = sweep(space, "--cpus-per-trial", "0.5")
+    # 4 trials of half a CPU each fit a 2-CPU Ray instance at once; each waits after its first
+    # epoch until all 4 have reported theirs, so they overlap whatever the machine's speed (and
+    # the sweep fails, rather than passes, if they could not run at once)
+    with gates.installed(Barrier("all four", epoch=1, count=4)):
+        code = sweep(space, "--cpus-per-trial", "0.5")
     assert code == 0
     uri = f"sqlite:///{env / 'mlflow.db'}"
     _, trials = sweep_runs(uri, "tiny")
     client = MlflowClient(uri)
     assert len(trials) == 4
+    # the overlap, from the times MLflow recorded (in ms, in the order the driver logged): every
+    # trial's first epoch came before any trial's second, so at that moment all four had started
+    # and none had ended. Trials run one after another would log a second epoch before the last
+    # trial's first.
+    logged_at = {
+        trial: {p.step: p.timestamp for p in client.get_metric_history(run.info.run_id, "val_iou")}
+        for trial, run in trials.items()
+    }
+    assert max(at[1] for at in logged_at.values()) <= min(at[2] for at in logged_at.values())
     results = pd.read_parquet(env / "runs" / "tiny" / "results.parquet")
+    epochs = pd.read_parquet(env / "runs" / "tiny" / "epochs.parquet")
     for trial_id, run in trials.items():
         row = results[(results["trial_id"] == trial_id) & results["primary"]].iloc[0]
+        assert row["epochs"] >= 2  # alive past the moment above
+        # all its epochs and nothing else: each once, in order, none from another trial
         assert epochs_logged(client, run) == list(range(1, row["epochs"] + 1))
+        history = client.get_metric_history(run.info.run_id, "val_loss")
+        mine = epochs[epochs["trial_id"] == trial_id].sort_values("epoch")
+        assert [p.value for p in history] == pytest.approx(list(mine["val_loss"]))
         assert run.data.tags[TAG_STATUS] == row["status"]
         assert run.info.status == "FINISHED"  # pruned is a normal end, not a failure
         # --cpus-per-trial reaches the data loader: half a CPU leaves none for augmentation

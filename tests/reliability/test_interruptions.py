@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from held_trials import Hold
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.e2e
@@ -50,17 +51,20 @@ def checkpoint_indices(folder: Path) -> list[int]:
 # every epoch: at most the epoch in flight runs again; an interval longer than the trial: only
 # its last epoch is saved, and a killed trial starts over, losing at most that one interval
 @pytest.mark.parametrize("every_s", [0, 1e9], ids=["checkpoint-every-epoch", "checkpoint-at-end"])
-def test_sigkilled_driver_resumes_the_same_trials(env, write_space, records, every_s):
+def test_sigkilled_driver_resumes_the_same_trials(env, write_space, records, every_s, gates):
     space = write_space(
         f"BASE['train.checkpoint_every_s'] = {every_s}\n"
         "ARMS = {'a': {}, 'b': {'model.dropout': 0.1}}\nSEEDS = [0, 1]\n",
         epochs=4,
     )
-    command = [sys.executable, "-m", "tunelab.sweep", str(space), "--storage", str(env / "runs")]
-    command += ["--num-cpus", "2", "--quiet"]
+    options = [str(space), "--storage", str(env / "runs"), "--num-cpus", "2", "--quiet"]
+    command = [sys.executable, "-m", "tunelab.sweep", *options]
     sweep_dir = env / "runs" / "tiny"
+    # no trial reports its last epoch before the kill: the driver is still there to be killed,
+    # however fast the trials (the resumed sweep runs them to their end)
+    gated = gates.command(space, *options[1:], rules=(Hold("no end", epoch=4),))
     # its own session, so the kill takes the driver's local Ray with it, as a lost node would
-    driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, start_new_session=True)
+    driver = subprocess.Popen(gated, stdout=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 300
     while True:  # freeze everything, and kill only once the saved state is whole
         assert driver.poll() is None and time.monotonic() < deadline, "no progress to kill"

@@ -2,28 +2,27 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import time
 
 import pandas as pd
 import pytest
+from held_trials import Hold, driver
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.e2e
 
 
-def sweep_command(space, env, *options: str) -> list[str]:
-    command = [sys.executable, "-m", "tunelab.sweep", str(space), "--storage", str(env / "runs")]
-    return [*command, "--num-cpus", "2", "--quiet", *options]
+def sweep_options(env, *options: str) -> list[str]:
+    return ["--storage", str(env / "runs"), "--num-cpus", "2", "--quiet", *options]
 
 
 def test_unreachable_server_stops_the_sweep_before_anything_starts(env, write_space, closed_port):
     space = write_space("ARMS = {'a': {}}\nSEEDS = [0]\n")
     uri = f"http://127.0.0.1:{closed_port}"
+    command = [sys.executable, "-m", "tunelab.sweep", str(space)]
     out = subprocess.run(
-        sweep_command(space, env, "--mlflow-uri", uri), capture_output=True, text=True
+        [*command, *sweep_options(env, "--mlflow-uri", uri)], capture_output=True, text=True
     )
     assert out.returncode == 2
     assert f"MLflow tracking server {uri} does not answer" in out.stderr
@@ -31,32 +30,32 @@ def test_unreachable_server_stops_the_sweep_before_anything_starts(env, write_sp
     assert not (env / "runs").exists()  # no Ray, no sweep folder, no trial
 
 
-def test_server_lost_mid_sweep_loses_nothing_once_it_is_back(env, write_space, mlflow_service):
+def test_server_lost_mid_sweep_loses_nothing_once_it_is_back(
+    env, write_space, mlflow_service, gates
+):
     store = ["--backend-store-uri", f"sqlite:///{env / 'server.db'}", "--workers", "1"]
     store += ["--artifacts-destination", str(env / "artifacts")]
     uri = mlflow_service("server", *store)
     port = int(uri.rpartition(":")[2])
     space = write_space("ARMS = {'a': {}}\nSEEDS = [0, 1]\n", epochs=6)  # 2 trials at once
-    log = env / "driver.log"  # a file, not a pipe nobody reads while the sweep runs
-    driver = subprocess.Popen(
-        sweep_command(space, env, "--mlflow-uri", uri),
-        env=os.environ.copy(),
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("w"),
-    )
+    # the trials wait before epoch 3 until the server is down, and before their last epoch
+    # until it is back: the outage falls mid-sweep, and the sweep cannot end before the server
+    # answers again, however fast the trials or slow the server's restart
+    down, back = Hold("server down", epoch=3), Hold("server back", epoch=6)
+    command = gates.command(space, *sweep_options(env, "--mlflow-uri", uri), rules=(down, back))
     client = MlflowClient(uri)
-    deadline = time.monotonic() + 300
-    while not any(run.data.metrics.get("epoch", 0) >= 1 for run in _runs(client)):
-        assert driver.poll() is None and time.monotonic() < deadline, "no epoch was logged"
-        time.sleep(0.3)
-    mlflow_service.stop()  # the server dies while trials train
-    while "does not answer" not in log.read_text():  # the driver has noticed
-        assert driver.poll() is None and time.monotonic() < deadline, "the outage went unseen"
-        time.sleep(0.3)
-    mlflow_service("server", *store, port=port)  # and comes back on the same address
-    assert driver.wait(timeout=600) == 0, log.read_text()
-    err = log.read_text()
-    assert "does not answer" in err and "answers again" in err
+    with driver(command, env / "driver.log", gates) as sweep:
+        sweep.wait_until(
+            lambda: len(gates.held(down.name)) == 2 and _epochs(client), "2 trials held, 1 logged"
+        )
+        mlflow_service.stop()  # the server dies while trials train
+        gates.release(down.name)
+        sweep.wait_until(lambda: "does not answer" in sweep.log.read_text(), "the outage seen")
+        mlflow_service("server", *store, port=port)  # and comes back on the same address
+        gates.release(back.name)
+        assert sweep.end() == 0, sweep.tail()
+    output = sweep.log.read_text()
+    assert "does not answer" in output and "answers again" in output
     results = pd.read_parquet(env / "runs" / "tiny" / "results.parquet")
     assert set(results["status"]) == {"completed"}
     trials = [run for run in _runs(client) if run.data.tags["tunelab.role"] == "trial"]
@@ -67,6 +66,10 @@ def test_server_lost_mid_sweep_loses_nothing_once_it_is_back(env, write_space, m
         steps = [p.step for p in client.get_metric_history(run.info.run_id, "val_loss")]
         assert steps == [1, 2, 3, 4, 5, 6]
         assert run.info.status == "FINISHED" and run.data.tags["tunelab.status"] == "completed"
+
+
+def _epochs(client: MlflowClient) -> list[float]:
+    return [run.data.metrics["epoch"] for run in _runs(client) if "epoch" in run.data.metrics]
 
 
 def _runs(client: MlflowClient) -> list:
