@@ -8,6 +8,7 @@ from pathlib import Path
 import mlflow
 import mlflow.pytorch
 import numpy as np
+import torch
 
 from tunelab import checkpoint
 from tunelab.config import TrialConfig
@@ -22,8 +23,10 @@ def log_tested_model(run_id: str, cfg: TrialConfig, checkpoint_folder: Path) -> 
     # two images: with one, torch.export fixes the batch size to 1 (0/1 specialisation)
     example = np.zeros((2, cfg.data.channels, size, size), np.float32)
     # stated, not inferred: MLflow's inference imports the model in a subprocess (about 10 s a
-    # model on 2 cores) only to find what an exported graph needs, torch and numpy
-    requirements = [*mlflow.pytorch.get_default_pip_requirements(), f"numpy=={np.__version__}"]
+    # model on 2 cores) only to find what an exported graph needs, torch and numpy; torch
+    # without its local label (+cpu, +cu126), which no index serves under that name
+    torch_release = torch.__version__.split("+")[0]
+    requirements = [f"torch=={torch_release}", f"numpy=={np.__version__}"]
     with mlflow.start_run(run_id=run_id):
         mlflow.pytorch.log_model(
             model.eval(), name="model", input_example=example, pip_requirements=requirements
