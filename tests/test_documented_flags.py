@@ -185,32 +185,32 @@ SEEDS = [0]
 """
 
 
-def random_draws(study: Study) -> list[tuple[float, float]]:
-    """The (lr, dropout) of every trial the sweep's random generator proposes, without Ray."""
-    generator = search_algorithm(study, 2)
-    assert isinstance(generator, BasicVariantGenerator)
+def _draws(study: Study, generator, score_each: bool) -> list[tuple[float, float]]:
+    """The (lr, dropout) of every trial `generator` proposes for the study, without Ray; with
+    `score_each`, each is told a score so that a sequential sampler draws the next."""
     space = study.param_space()
     run = Experiment("x", run=lambda config: None, config=space, num_samples=total_trials(study))
     generator.add_configurations([run])
     draws = []
     while (trial := generator.next_trial()) is not None:
         draws.append((trial.config["train.lr"], trial.config["model.dropout"]))
+        if score_each:
+            generator.on_trial_complete(trial.trial_id, {"val_iou": 0.5})
     return draws
+
+
+def random_draws(study: Study) -> list[tuple[float, float]]:
+    """Every trial the sweep's random generator proposes."""
+    generator = search_algorithm(study, 2)
+    assert isinstance(generator, BasicVariantGenerator)
+    return _draws(study, generator, score_each=False)
 
 
 def tpe_draws(study: Study) -> list[tuple[float, float]]:
-    """The (lr, dropout) of TPE's first configurations (its random start-up), one per
-    configuration, each told a score so the next is drawn."""
+    """TPE's first configurations (its random start-up), one per configuration."""
     generator = SearchGenerator(search_algorithm(study, 2))
     generator.set_search_properties(study.metric, study.mode, study.param_space())
-    space = study.param_space()
-    run = Experiment("x", run=lambda config: None, config=space, num_samples=total_trials(study))
-    generator.add_configurations([run])
-    draws = []
-    while (trial := generator.next_trial()) is not None:
-        draws.append((trial.config["train.lr"], trial.config["model.dropout"]))
-        generator.on_trial_complete(trial.trial_id, {"val_iou": 0.5})
-    return draws
+    return _draws(study, generator, score_each=True)
 
 
 @pytest.mark.parametrize(("search", "draws"), [("random", random_draws), ("tpe", tpe_draws)])
